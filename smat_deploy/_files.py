@@ -1,0 +1,51 @@
+"""File plumbing shared by every writer: atomic replacement and output-path checks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from smat_deploy.errors import SmatError
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Fail early, before any work, when ``path`` cannot be written (missing or non-folder parent)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SmatError(f"output folder does not exist: {parent}")
+    if path.is_dir():
+        raise SmatError(f"output path is a folder, expected a file: {path}")
+    if not os.access(parent, os.W_OK):
+        raise SmatError(f"output folder is not writable: {parent}")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    On any error the temporary file is removed and an existing ``path`` is left untouched, so a
+    crash never leaves a half-written artifact under the final name.
+    """
+    path = check_output_path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

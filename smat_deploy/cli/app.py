@@ -1,0 +1,62 @@
+"""The typer application, error reporting, and command registration."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import typer
+
+from smat_deploy.errors import SmatError
+
+app = typer.Typer(
+    name="smat-deploy",
+    help="SMat (automatic and interactive ViT matting) from PyTorch to verified, fast inference.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from smat_deploy import __version__
+
+        typer.echo(f"smat-deploy {__version__}")
+        raise typer.Exit()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _register_commands() -> None:
+    from smat_deploy.cli import demo, matte  # noqa: F401  (each registers itself on `app`)
+
+
+def main() -> None:
+    """Console entry point: bad input becomes one ``error:`` line and a non-zero exit, never a traceback."""
+    warnings.showwarning = _one_line_warning
+    _register_commands()
+    debug = bool(os.environ.get("SMAT_DEPLOY_DEBUG"))
+    try:
+        app()
+    except SmatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        if debug:
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"error: unexpected {type(err).__name__}: {detail} (set SMAT_DEPLOY_DEBUG=1 for details)", file=sys.stderr
+        )
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Data the project makes itself: synthetic composites with exact alpha (demo, calibration, training)."""

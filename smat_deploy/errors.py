@@ -1,0 +1,5 @@
+"""The one exception type users see: a clear, one-line explanation of a bad input."""
+
+
+class SmatError(Exception):
+    """A problem with the user's input or environment, reported as one line without a traceback."""

@@ -1,0 +1,151 @@
+"""Reading photos and masks, writing alpha mattes and cutouts, and the optional long-side cap.
+
+Images are handled as float32 ``HxWx3`` RGB arrays in [0, 1]. RGBA photos lose their alpha channel
+(it is not part of SMat's input), grayscale is replicated to three channels, and 16-bit files keep
+their full range before scaling to [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from smat_deploy._files import atomic_output, check_output_path
+from smat_deploy.errors import SmatError
+
+#: Formats an RGBA cutout can be written in.
+CUTOUT_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
+
+
+def _open(path: str | os.PathLike[str]) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise SmatError(f"image not found: {path}")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise SmatError(f"cannot read image {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
+    return image
+
+
+def _to_float(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 array in [0, 1], ``HxW`` or ``HxWxC``."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(image, dtype=np.float32) / 65535.0
+    if image.mode == "I":  # 16-bit PNGs often decode as 32-bit integers holding 0..65535
+        array = np.asarray(image, dtype=np.float32)
+        return array / (65535.0 if array.max(initial=0) > 255 else 255.0)
+    if image.mode == "F":
+        return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    if image.mode not in ("L", "RGB", "RGBA", "LA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.ndarray:
+    """A photo as float32 ``HxWx3`` RGB in [0, 1]; optionally capped (see :func:`cap_long_side`)."""
+    array = _to_float(_open(path))
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    elif array.shape[-1] == 2:  # LA
+        array = np.repeat(array[..., :1], 3, axis=-1)
+    else:
+        array = array[..., :3]
+    if min(array.shape[:2]) < 14:
+        raise SmatError(f"image {path} is {array.shape[1]}x{array.shape[0]}; SMat needs at least 14x14")
+    if max_side is not None:
+        array = cap_long_side(array, max_side)
+    return np.ascontiguousarray(array)
+
+
+def load_mask_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask file as float32 ``HxW``. With a non-trivial alpha channel, the alpha is the mask."""
+    array = _to_float(_open(path))
+    if array.ndim == 3:
+        has_alpha = array.shape[-1] in (2, 4)
+        if has_alpha and array[..., -1].min() < 1.0:
+            return array[..., -1]
+        return array[..., :-1].max(axis=-1) if has_alpha else array.max(axis=-1)
+    return array
+
+
+def cap_long_side(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Scale the image down (bilinear) so its long side is ``max_side``; smaller images are unchanged.
+
+    The official inference scripts cap very large photos (the demo at 1280 px above 1920, the
+    benchmark script at 1560) and resize the alpha back to the original size with nearest
+    interpolation; :func:`resize_alpha_nearest` does that last step. Off by default here.
+    """
+    if max_side < 14:
+        raise SmatError(f"--max-side must be at least 14, got {max_side}")
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    new_size = (max(14, round(width * scale)), max(14, round(height * scale)))
+    channels = [
+        np.asarray(Image.fromarray(image[..., c], mode="F").resize(new_size, Image.Resampling.BILINEAR))
+        for c in range(image.shape[-1])
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def resize_alpha_nearest(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Alpha ``HxW`` -> ``size`` (height, width) with nearest interpolation, as the official scripts do."""
+    if alpha.shape == tuple(size):
+        return alpha
+    resized = Image.fromarray(alpha.astype(np.float32), mode="F").resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def check_image_output(path: str | os.PathLike[str], *, transparency: bool = False) -> Path:
+    """Fail before any work when ``path`` cannot receive an image: missing folder or unknown format."""
+    path = check_output_path(path)
+    suffix = path.suffix.lower()
+    if transparency and suffix not in CUTOUT_SUFFIXES:
+        raise SmatError(
+            f"a cutout needs a format with transparency ({', '.join(sorted(CUTOUT_SUFFIXES))}), got {path.name}"
+        )
+    if suffix not in Image.registered_extensions():
+        raise SmatError(f"cannot write {path.name}: unknown image format {suffix or '(no suffix)'}")
+    return path
+
+
+def save_alpha(path: str | os.PathLike[str], alpha: np.ndarray) -> Path:
+    """Write an ``HxW`` alpha in [0, 1] as an 8-bit grayscale image (format from the suffix), atomically."""
+    path = check_image_output(path)
+    with atomic_output(path) as tmp:
+        _save(Image.fromarray(to_uint8(alpha), mode="L"), tmp, path)
+    return path
+
+
+def save_cutout(path: str | os.PathLike[str], image: np.ndarray, alpha: np.ndarray) -> Path:
+    """Write the photo with the alpha as its transparency (RGBA), atomically."""
+    path = check_image_output(path, transparency=True)
+    rgba = np.concatenate([to_uint8(image), to_uint8(alpha)[..., None]], axis=-1)
+    with atomic_output(path) as tmp:
+        _save(Image.fromarray(rgba, mode="RGBA"), tmp, path)
+    return path
+
+
+def save_rgb(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write an ``HxWx3`` float image in [0, 1] as 8-bit RGB, atomically."""
+    path = check_image_output(path)
+    with atomic_output(path) as tmp:
+        _save(Image.fromarray(to_uint8(image), mode="RGB"), tmp, Path(path))
+    return Path(path)
+
+
+def _save(image: Image.Image, tmp: Path, final: Path) -> None:
+    image_format = Image.registered_extensions()[final.suffix.lower()]
+    if image_format == "JPEG" and image.mode == "RGBA":
+        raise SmatError(f"cannot write {final.name}: JPEG has no transparency")
+    image.save(tmp, format=image_format)

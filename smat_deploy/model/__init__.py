@@ -1,0 +1,6 @@
+"""The PyTorch reference model: DINOv2 backbone, prompt cross-attention, detail-capture decoder."""
+
+from smat_deploy.model.checkpoint import load_model, save_checkpoint
+from smat_deploy.model.smat import SMat, SMatConfig, padded_size, state_from_prompt
+
+__all__ = ["SMat", "SMatConfig", "load_model", "padded_size", "save_checkpoint", "state_from_prompt"]

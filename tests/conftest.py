@@ -1,0 +1,66 @@
+"""Shared fixtures: models with varying output, CLI runner, and the shared photo folder."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from smat_deploy.data.synthetic import make_composite
+from smat_deploy.model import load_model
+from smat_deploy.model.batchnorm import recalibrate_batchnorm
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_PHOTOS = REPO.parent / "shared" / "data" / "matting"
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+
+
+@pytest.fixture(scope="session")
+def varying_model():
+    """Seeded SMat with BatchNorm statistics recalibrated on synthetic composites (alpha std ~0.1)."""
+    model = load_model(seed=0)
+    batches = []
+    for seed in range(4):
+        sample = make_composite((224, 224), seed=seed)
+        batches.append((to_tensor(sample.image), torch.zeros(1, 1, 224, 224)))
+    return recalibrate_batchnorm(model, batches)
+
+
+@pytest.fixture(scope="session")
+def shared_photos() -> Path:
+    if not SHARED_PHOTOS.is_dir():
+        pytest.skip("../shared/data/matting is not present on this machine")
+    return SHARED_PHOTOS
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run the real ``smat-deploy`` entry point in-process and capture its exit code and output."""
+    from smat_deploy.cli import main
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["smat-deploy", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
