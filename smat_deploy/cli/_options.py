@@ -15,7 +15,7 @@ CheckpointOption = Annotated[
         "--checkpoint",
         "-c",
         help="Official SMat checkpoint, bare state dict, or DINOv2 ViT-S/14 backbone weights. "
-        "Default: seeded random weights (the alpha is then not a real matte).",
+        "Default: built-in seeded weights with recalibrated BatchNorm (untrained: not a real matte).",
     ),
 ]
 SeedOption = Annotated[int, typer.Option(help="Seed for randomly initialised weights.")]

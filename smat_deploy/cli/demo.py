@@ -14,7 +14,7 @@ from smat_deploy.cli._options import CheckpointOption, SeedOption
 from smat_deploy.cli.app import app
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.matting import predict_alpha
-from smat_deploy.model import load_model
+from smat_deploy.model import describe_weights, load_model
 
 
 @app.command(epilog="Example:  smat-deploy demo --out demo_out/")
@@ -40,7 +40,7 @@ def demo(
         cutout_path = images.save_cutout(out / f"cutout_{name}.png", sample.image, alpha)
         mad = float(np.abs(alpha - sample.alpha).mean())
         rows.append({"mode": name, "alpha": str(alpha_path), "cutout": str(cutout_path), "mad_vs_truth": round(mad, 4)})
-    weights = str(checkpoint) if checkpoint else f"seeded random (seed {seed}): NOT trained, mattes are not meaningful"
+    weights = describe_weights(checkpoint, seed)
     if json_output:
         typer.echo(json.dumps({"weights": weights, "results": rows}))
         return

@@ -25,7 +25,7 @@ from smat_deploy.cli._options import (
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
 from smat_deploy.matting import predict_alpha
-from smat_deploy.model import load_model
+from smat_deploy.model import describe_weights, load_model
 
 MATTE_EPILOG = """Examples (automatic; two clicks; a box with real weights):
 
@@ -93,7 +93,7 @@ def matte(
         "size": [photo.shape[1], photo.shape[0]],
         "mode": "interactive" if prompt_mask.any() and state is not Mode.auto else "automatic",
         "prompt": str(prompts.prompt_kind(prompt_list)),
-        "weights": str(checkpoint) if checkpoint else f"seeded random (seed {seed})",
+        "weights": describe_weights(checkpoint, seed),
         "alpha": str(output),
         "cutout": str(cutout) if cutout else None,
         "seconds": round(seconds, 3),
@@ -107,4 +107,6 @@ def matte(
             f"in {seconds:.2f}s -> {output}{extra}"
         )
         if not checkpoint:
-            typer.echo("note: seeded random weights; pass --checkpoint for a real matte", err=True)
+            typer.echo(
+                f"note: weights are the {describe_weights(None, seed)}; pass --checkpoint for a real matte", err=True
+            )

@@ -1,6 +1,14 @@
 """The PyTorch reference model: DINOv2 backbone, prompt cross-attention, detail-capture decoder."""
 
-from smat_deploy.model.checkpoint import load_model, save_checkpoint
+from smat_deploy.model.checkpoint import describe_weights, load_model, save_checkpoint
 from smat_deploy.model.smat import SMat, SMatConfig, padded_size, state_from_prompt
 
-__all__ = ["SMat", "SMatConfig", "load_model", "padded_size", "save_checkpoint", "state_from_prompt"]
+__all__ = [
+    "SMat",
+    "SMatConfig",
+    "describe_weights",
+    "load_model",
+    "padded_size",
+    "save_checkpoint",
+    "state_from_prompt",
+]

@@ -39,8 +39,9 @@ class BackboneConfig:
 class DinoV2Backbone(nn.Module):
     """Patch tokens and class token after DINOv2's final LayerNorm.
 
-    ``pos_embed_resize`` selects how the position table is resized to the token grid: ``"reference"``
-    is the official ``F.interpolate`` call, ``"matmul"`` the export-friendly equivalent.
+    ``pos_embed_resize`` (an argument of :meth:`forward_features`) selects how the position table is
+    resized to the token grid: ``"reference"`` is the official ``F.interpolate`` call, ``"matmul"``
+    the export-friendly equivalent.
     """
 
     def __init__(self, config: BackboneConfig | None = None) -> None:
@@ -65,7 +66,6 @@ class DinoV2Backbone(nn.Module):
             for _ in range(config.depth)
         )
         self.norm = norm_layer(dim)
-        self.pos_embed_resize: PosEmbedResize = "reference"
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -77,29 +77,29 @@ class DinoV2Backbone(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def position_embeddings(self, h: int | torch.Tensor, w: int | torch.Tensor) -> torch.Tensor:
+    def position_embeddings(self, h: int, w: int, pos_embed_resize: PosEmbedResize = "reference") -> torch.Tensor:
         """``[1, 1 + h*w, C]`` table: class position plus the patch grid resized to ``h x w``."""
         m = self.config.pos_grid
         dim = self.config.embed_dim
         table = self.pos_embed.float()
         grid = table[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
-        if self.pos_embed_resize == "matmul":
-            h_t = torch.as_tensor(h)
-            w_t = torch.as_tensor(w)
-            patch = resize_pos_embed_matmul(grid[0], h_t, w_t).unsqueeze(0)
+        if pos_embed_resize == "matmul":
+            patch = resize_pos_embed_matmul(grid[0], h, w).unsqueeze(0)
         else:
-            patch = resize_pos_embed_reference(grid, int(h), int(w))
+            patch = resize_pos_embed_reference(grid, h, w)
         patch = patch.permute(0, 2, 3, 1).reshape(1, -1, dim)
         return torch.cat([table[:, :1], patch], dim=1).to(self.pos_embed.dtype)
 
-    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_features(
+        self, image: torch.Tensor, pos_embed_resize: PosEmbedResize = "reference"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised, padded image ``[B,3,14h,14w]`` -> (patch tokens ``[B,h*w,C]``, class token ``[B,C]``)."""
         patch = self.config.patch_size
         h = image.shape[-2] // patch
         w = image.shape[-1] // patch
         x = self.patch_embed(image)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.position_embeddings(h, w)
+        x = x + self.position_embeddings(h, w, pos_embed_resize)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)

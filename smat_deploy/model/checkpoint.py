@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from smat_deploy._files import atomic_output
+from smat_deploy.data.synthetic import make_composite
 from smat_deploy.errors import SmatError
+from smat_deploy.model.batchnorm import recalibrate_batchnorm
 from smat_deploy.model.smat import SMat, SMatConfig
 
 #: Keys an official checkpoint may lack without harm (unused at inference).
@@ -38,6 +40,13 @@ def build_model(seed: int = 0, config: SMatConfig | None = None) -> SMat:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SMat(config)
+
+
+def calibration_batches(count: int = 4, size: int = 168) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One batch of synthetic composites (fixed seeds) to estimate BatchNorm statistics of seeded decoders."""
+    images = [torch.from_numpy(make_composite((size, size), seed=10_000 + i).image) for i in range(count)]
+    batch = torch.stack(images).permute(0, 3, 1, 2).contiguous()
+    return [(batch, torch.zeros(count, 1, size, size))]
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict:
@@ -152,14 +161,25 @@ def load_state(model: SMat, path: str | os.PathLike[str]) -> str:
     return kind
 
 
-def load_model(checkpoint: str | os.PathLike[str] | None = None, *, seed: int = 0) -> SMat:
-    """SMat in eval mode: seeded random weights when ``checkpoint`` is None, else loaded from it.
+def describe_weights(checkpoint: str | os.PathLike[str] | None, seed: int = 0) -> str:
+    """One line saying which weights :func:`load_model` uses, so no output hides untrained weights."""
+    if checkpoint is None:
+        return f"built-in default: seed {seed}, BatchNorm recalibrated on synthetic composites (NOT trained)"
+    return str(checkpoint)
 
-    ``seed`` also initialises whatever a backbone-only checkpoint does not provide.
+
+def load_model(checkpoint: str | os.PathLike[str] | None = None, *, seed: int = 0) -> SMat:
+    """SMat in eval mode: built-in default weights when ``checkpoint`` is None, else loaded from it.
+
+    The built-in default is deterministic: weights seeded with ``seed``, then BatchNorm statistics
+    estimated on four synthetic composites (:func:`recalibrate_batchnorm`). Without that step a seeded
+    model's alpha is almost constant and no numerical comparison against it means anything. A
+    backbone-only checkpoint gets the same treatment for the seeded decoder.
     """
     model = build_model(seed)
-    if checkpoint is not None:
-        load_state(model, checkpoint)
+    kind = "seeded" if checkpoint is None else load_state(model, checkpoint)
+    if kind in ("seeded", "backbone"):
+        recalibrate_batchnorm(model, calibration_batches())
     return model.eval()
 
 

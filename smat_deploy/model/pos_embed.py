@@ -55,43 +55,57 @@ def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([far(t + 1), near(t), near(opposite), far(opposite + 1)], dim=-1)
 
 
-def bicubic_matrix(out_size: torch.Tensor, in_size: int) -> torch.Tensor:
+def bicubic_matrix(out_size: int, in_size: int, device: torch.device | None = None) -> torch.Tensor:
     """``[out_size, in_size]`` matrix reproducing PyTorch's scale-factor bicubic resize along one axis.
 
-    ``out_size`` may be a 0-d tensor derived from a shape, so an exported graph computes the matrix at
-    run time. Out-of-range taps are clamped to the border, as ATen does.
+    ``out_size`` may be symbolic (derived from an input shape during export), so the exported graph
+    computes the matrix at run time from the shape. Out-of-range taps are clamped to the border, as
+    ATen does.
     """
-    out_f = out_size.to(torch.float32)
-    positions = torch.arange(out_size, dtype=torch.float32, device=out_size.device)
+    positions = torch.arange(out_size, dtype=torch.float32, device=device)
+    out_f = _size_as_float(positions)
     # in / (out + 0.1) written as 10*in / (10*out + 1): both operands are exact in float32, so the one
     # division rounds correctly, as ATen's double-precision scale does after its cast to float.
     inverse_scale = (10.0 * in_size) / (10.0 * out_f + 1.0)
     source = (positions + 0.5) * inverse_scale - 0.5
     base = torch.floor(source).clamp(max=in_size - 1)
     weights = _cubic_weights((source - base).clamp(0, 1))  # [out, 4]
-    taps = base.unsqueeze(-1) + torch.arange(-1, 3, dtype=torch.float32, device=out_size.device)
+    taps = base.unsqueeze(-1) + torch.arange(-1, 3, dtype=torch.float32, device=device)
     taps = taps.clamp(0, in_size - 1)  # [out, 4]
-    columns = torch.arange(in_size, dtype=torch.float32, device=out_size.device)
+    columns = torch.arange(in_size, dtype=torch.float32, device=device)
     one_hot = (taps.unsqueeze(-1) == columns).to(torch.float32)  # [out, 4, in]
     return (weights.unsqueeze(-1) * one_hot).sum(dim=1)
 
 
-def _identity(out_size: torch.Tensor, in_size: int) -> torch.Tensor:
+def _size_as_float(positions: torch.Tensor) -> torch.Tensor:
+    """The length of ``positions`` (``arange(n)``) as a 0-d float tensor.
+
+    Read from the data rather than the Python size, so that a symbolic size stays a graph value.
+    Exact in float32 for any size below 2**24.
+    """
+    return positions[-1:].sum() + 1.0
+
+
+def _identity(out_size: int, in_size: int, device: torch.device | None) -> torch.Tensor:
     """``[out_size, in_size]`` matrix with ones on the diagonal (the identity when sizes agree)."""
-    rows = torch.arange(out_size, device=out_size.device).unsqueeze(-1)
-    cols = torch.arange(in_size, device=out_size.device)
+    rows = torch.arange(out_size, device=device).unsqueeze(-1)
+    cols = torch.arange(in_size, device=device)
     return (rows == cols).to(torch.float32)
 
 
-def resize_pos_embed_matmul(grid: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def resize_pos_embed_matmul(grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Same result as :func:`resize_pos_embed_reference`, as ``Wh @ grid @ Ww^T`` (branch-free).
 
-    ``h`` and ``w`` are 0-d integer tensors. The unchanged-table rule at the native grid is a blend
-    with the identity, so no data-dependent control flow reaches the exported graph.
+    ``grid`` is ``[C, M, M]``; ``h`` and ``w`` may be symbolic sizes. The unchanged-table rule at the
+    native grid is a blend with the identity, so no data-dependent control flow reaches the
+    exported graph.
     """
     m = grid.shape[-1]
-    native = ((h == m) & (w == m)).to(torch.float32)
-    rows = native * _identity(h, m) + (1 - native) * bicubic_matrix(h, m)
-    cols = native * _identity(w, m) + (1 - native) * bicubic_matrix(w, m)
+    device = grid.device
+    h_f = _size_as_float(torch.arange(h, dtype=torch.float32, device=device))
+    w_f = _size_as_float(torch.arange(w, dtype=torch.float32, device=device))
+    native = ((h_f == m) & (w_f == m)).to(torch.float32)
+    rows = native * _identity(h, m, device) + (1 - native) * bicubic_matrix(h, m, device)
+    cols = native * _identity(w, m, device) + (1 - native) * bicubic_matrix(w, m, device)
     # Width first, then height: the order of ATen's separable loops.
     return torch.matmul(rows, torch.matmul(grid, cols.transpose(0, 1)))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smat_deploy.errors import SmatError
-from smat_deploy.model.backbone import BackboneConfig, DinoV2Backbone
+from smat_deploy.model.backbone import BackboneConfig, DinoV2Backbone, PosEmbedResize
 from smat_deploy.model.detail_decoder import DecoderConfig, DetailCaptureDecoder
 from smat_deploy.model.prompt_attention import PromptAttentionConfig, PromptCrossAttention
 
@@ -107,12 +107,18 @@ class SMat(nn.Module):
         high = similarity.max(dim=-1, keepdim=True).values
         return (similarity - low) / (high - low + SIMILARITY_RANGE_EPS)
 
-    def forward_padded(self, image: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Normalised, padded inputs -> alpha at the padded size (the part shared with training)."""
+    def forward_padded(
+        self,
+        image: torch.Tensor,
+        prompt: torch.Tensor,
+        state: torch.Tensor,
+        pos_embed_resize: PosEmbedResize = "reference",
+    ) -> torch.Tensor:
+        """Normalised, padded inputs -> alpha at the padded size (shared by inference, export and training)."""
         batch = image.shape[0]
         h = image.shape[-2] // self.config.patch_size
         w = image.shape[-1] // self.config.patch_size
-        patch_tokens, class_token = self.backbone(image)
+        patch_tokens, class_token = self.backbone(image, pos_embed_resize)
         candidate = self.candidate_token(patch_tokens, class_token, prompt, state)
         candidate = self.prompt_cross_attn(candidate, patch_tokens)
         similarity = self.similarity_map(candidate, patch_tokens).reshape(batch, 1, h, w)

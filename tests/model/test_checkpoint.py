@@ -137,3 +137,17 @@ def test_save_replaces_atomically_and_keeps_the_old_file_on_failure(tmp_path, mo
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["smat.pth"]
     assert isinstance(load_model(path), SMat)
+
+
+def test_default_weights_give_a_varying_alpha_and_plain_seeded_ones_do_not():
+    from smat_deploy.data.synthetic import make_composite
+    from smat_deploy.model.checkpoint import build_model
+
+    sample = make_composite((140, 182), seed=123)
+    image = torch.from_numpy(sample.image).permute(2, 0, 1)[None]
+    prompt = torch.zeros(1, 1, 140, 182)
+    with torch.no_grad():
+        default = load_model(seed=0)(image, prompt)
+        plain = build_model(seed=0).eval()(image, prompt)
+    assert default.std() > 0.05
+    assert plain.std() < 0.01

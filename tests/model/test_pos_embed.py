@@ -36,7 +36,7 @@ def test_reference_matches_official_call_and_size_based_does_not(grid, h, w):
 
 @pytest.mark.parametrize(("h", "w"), GRIDS)
 def test_matmul_form_matches_official_to_float32_rounding(grid, h, w):
-    ours = resize_pos_embed_matmul(grid[0], torch.tensor(h), torch.tensor(w)).unsqueeze(0)
+    ours = resize_pos_embed_matmul(grid[0], h, w).unsqueeze(0)
     expected = official(grid, h, w)
     assert ours.shape == expected.shape
     # Both float32 evaluations sit about 1e-5 from the float64 value; allow a few times that.
@@ -49,7 +49,7 @@ def test_matmul_form_matches_official_to_float32_rounding(grid, h, w):
 
 def test_native_grid_is_used_unchanged(grid):
     assert torch.equal(resize_pos_embed_reference(grid, 37, 37), grid)
-    assert torch.equal(resize_pos_embed_matmul(grid[0], torch.tensor(37), torch.tensor(37)), grid[0])
+    assert torch.equal(resize_pos_embed_matmul(grid[0], 37, 37), grid[0])
     # The +0.1 offset would otherwise move every sample slightly even at 37x37.
     assert (official(grid, 37, 37) - grid).abs().max() > 1e-4
 
@@ -64,6 +64,5 @@ def test_backbone_table_uses_the_official_resize():
         assert torch.equal(got[:, 0], table[:, 0])
         expected = patch_grid if (h, w) == (37, 37) else official(patch_grid, h, w)
         assert torch.equal(got[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, h * w, 384))
-    backbone.pos_embed_resize = "matmul"
-    got = backbone.position_embeddings(20, 31).detach()
+    got = backbone.position_embeddings(20, 31, "matmul").detach()
     assert (got[:, 1:] - official(patch_grid, 20, 31).permute(0, 2, 3, 1).reshape(1, -1, 384)).abs().max() < 1e-4
