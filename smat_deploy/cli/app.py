@@ -36,7 +36,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _register_commands() -> None:
-    from smat_deploy.cli import demo, matte  # noqa: F401  (each registers itself on `app`)
+    from smat_deploy.cli import demo, export, matte  # noqa: F401  (each registers itself on `app`)
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     _register_commands()
     debug = bool(os.environ.get("SMAT_DEPLOY_DEBUG"))
     try:
-        app()
+        app(prog_name="smat-deploy")
     except SmatError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -89,12 +89,14 @@ class SMat(nn.Module):
         """``state * prompt_feature + (1 - state) * class_token``.
 
         The prompt feature is the mean of the patch tokens under the prompt, after resizing the
-        (padded) prompt to the token grid with *nearest* interpolation, which samples the top-left
-        pixel of each 14x14 patch.
+        (padded) prompt to the token grid with *nearest* interpolation. The padded prompt is exactly
+        ``14h x 14w``, so PyTorch's nearest rule ``src = floor(dst * 14)`` samples the top-left pixel
+        of each patch: a strided slice. The slice is used because it is exact in every runtime,
+        whereas an ONNX nearest ``Resize`` divides by ``1/14`` in float32 and can pick the pixel
+        before it (thin prompts then change).
         """
-        h = prompt.shape[-2] // self.config.patch_size
-        w = prompt.shape[-1] // self.config.patch_size
-        grid_prompt = F.interpolate(prompt, size=(h, w), mode="nearest").flatten(1)  # [B, h*w]
+        patch = self.config.patch_size
+        grid_prompt = prompt[:, :, ::patch, ::patch].flatten(1)  # [B, h*w]
         masked_sum = torch.bmm(grid_prompt.unsqueeze(1), patch_tokens).squeeze(1)  # [B, C]
         prompt_feature = masked_sum / (grid_prompt.sum(dim=1, keepdim=True) + PROMPT_MEAN_EPS)
         return state * prompt_feature + (1 - state) * class_token

@@ -1,0 +1,133 @@
+"""The sidecar JSON next to every exported model: the contract a caller in any language needs.
+
+Engines and ONNX files stay plain (nothing prepended); everything else lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from smat_deploy._files import atomic_output, sha256_of
+from smat_deploy.export.onnx_export import MAX_BATCH, MAX_SIDE, MIN_SIDE
+from smat_deploy.model import SMat
+
+MANIFEST_FORMAT = "smat-deploy/onnx-manifest/1"
+
+INPUTS = [
+    {
+        "name": "image",
+        "dtype": "float32",
+        "shape": ["batch", 3, "height", "width"],
+        "range": [0.0, 1.0],
+        "meaning": "RGB, channels first; normalisation and padding happen inside the graph",
+    },
+    {
+        "name": "prompt",
+        "dtype": "float32",
+        "shape": ["batch", 1, "height", "width"],
+        "range": [0.0, 1.0],
+        "meaning": "1 where the user marked the target (points, boxes, scribbles, masks rasterised); "
+        "all zeros for automatic mode",
+    },
+    {
+        "name": "state",
+        "dtype": "float32",
+        "shape": ["batch", 1],
+        "range": [0.0, 1.0],
+        "meaning": "1 interactive, 0 automatic (per sample); interactive needs a non-empty prompt",
+    },
+]
+OUTPUTS = [
+    {
+        "name": "alpha",
+        "dtype": "float32",
+        "shape": ["batch", 1, "height", "width"],
+        "range": [0.0, 1.0],
+        "meaning": "alpha matte at the input size (cropping happens inside the graph)",
+    }
+]
+DIMENSIONS = {
+    "batch": {"min": 1, "max": MAX_BATCH},
+    "height": {"min": MIN_SIDE, "max": MAX_SIDE},
+    "width": {"min": MIN_SIDE, "max": MAX_SIDE},
+}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    from smat_deploy import __version__
+
+    return {
+        "smat_deploy": __version__,
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
+    }
+
+
+def build_manifest(
+    model_path: Path,
+    model: SMat,
+    *,
+    opset: int,
+    checkpoint: str | os.PathLike[str] | None,
+    weights: str,
+    precision: str = "float32",
+    export_seconds: float | None = None,
+    graph_checks: list[dict] | None = None,
+    parity: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    return {
+        "format": MANIFEST_FORMAT,
+        "model": model_path.name,
+        "sha256": sha256_of(model_path),
+        "size_bytes": model_path.stat().st_size,
+        "precision": precision,
+        "opset": opset,
+        "inputs": INPUTS,
+        "outputs": OUTPUTS,
+        "dimensions": DIMENSIONS,
+        "source": {
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "checkpoint_sha256": sha256_of(checkpoint) if checkpoint else None,
+            "weights": weights,
+        },
+        "model_config": dataclasses.asdict(model.config),
+        "versions": versions(),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "export_seconds": None if export_seconds is None else round(export_seconds, 2),
+        "graph_checks": graph_checks or [],
+        "parity": parity,
+        **(extra or {}),
+    }
+
+
+def manifest_path_for(model_path: str | os.PathLike[str]) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def write_manifest(path: str | os.PathLike[str], manifest: dict) -> Path:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,101 @@
+"""PyTorch SMat -> a plain ONNX model with dynamic batch, height and width.
+
+The exporter is torch's dynamo-based ``torch.onnx.export``. Batch, height and width are symbolic
+dimensions; the padding amounts, token grid and position-embedding matrices are computed inside the
+graph from the input shape, so no shape-driving scalar input exists and no Loop or If is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from smat_deploy.errors import SmatError
+from smat_deploy.export.graph_model import INPUT_NAMES, OUTPUT_NAMES, GraphSMat
+from smat_deploy.model import SMat
+
+#: Opset 17 is the first with LayerNormalization as one node (FP16 safety, TensorRT's fused kernel).
+MIN_OPSET = 17
+DEFAULT_OPSET = 18
+#: Bounds the exporter records for the symbolic sizes (the graph itself has no upper limit).
+MIN_SIDE, MAX_SIDE, MAX_BATCH = 14, 8192, 256
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    seconds: float
+    opset: int
+    size_bytes: int
+
+
+def _example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Sizes that are not multiples of 14, H != W and batch > 1 keep every dimension symbolic.
+    image = torch.rand(2, 3, 100, 130, generator=torch.Generator().manual_seed(0))
+    prompt = torch.zeros(2, 1, 100, 130)
+    prompt[1, :, 20:60, 30:80] = 1
+    return image, prompt, torch.tensor([[0.0], [1.0]])
+
+
+def _name_output_dims(proto: onnx.ModelProto) -> None:
+    """Declare alpha as ``[batch, 1, height, width]``.
+
+    The exporter cannot prove that cropping the padded alpha to ``[:height, :width]`` gives exactly
+    the input size, so it writes ``Min(height, ...)`` expressions; the crop guarantees it.
+    """
+    for value in proto.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        for dim, name in zip(dims, ("batch", None, "height", "width"), strict=True):
+            if name is not None:
+                dim.Clear()
+                dim.dim_param = name
+
+
+def export_onnx(model: SMat, output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET) -> ExportResult:
+    """Write ``model`` as ONNX to ``output`` (the caller handles atomic replacement)."""
+    if opset < MIN_OPSET:
+        raise SmatError(f"opset {opset} is too old: SMat needs >= {MIN_OPSET} (LayerNormalization as one node)")
+    output = Path(output)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    dynamic_shapes = {
+        "image": {0: batch, 2: height, 3: width},
+        "prompt": {0: batch, 2: height, 3: width},
+        "state": {0: batch},
+    }
+    graph_model = GraphSMat(model).eval()
+    start = time.perf_counter()
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph_model,
+                _example_inputs(),
+                dynamo=True,
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                optimize=True,
+                verbose=False,
+            )
+            program.save(str(output), external_data=False)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SmatError(f"ONNX export failed at opset {opset}: {first}") from None
+    proto = onnx.load(str(output))
+    _name_output_dims(proto)
+    proto.doc_string = "SMat (automatic + interactive matting): image, prompt, state -> alpha. See the sidecar JSON."
+    onnx.save(proto, str(output))
+    onnx.checker.check_model(str(output))
+    return ExportResult(output, time.perf_counter() - start, opset, output.stat().st_size)

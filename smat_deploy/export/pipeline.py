@@ -1,0 +1,107 @@
+"""The whole export step: ONNX file, graph checks, parity, golden data, manifest.
+
+Everything is verified on a temporary file; only a file that passed replaces the previous
+``smat.onnx``, so a crash or a failed check mid-export leaves the old artifact intact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from smat_deploy._files import atomic_output
+from smat_deploy.errors import SmatError
+from smat_deploy.export.golden import save_golden
+from smat_deploy.export.graph_checks import check_graph, failed
+from smat_deploy.export.manifest import build_manifest, manifest_path_for, write_manifest
+from smat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
+from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport, run_parity, standard_cases
+from smat_deploy.model import SMat, describe_weights, load_model
+
+ONNX_NAME = "smat.onnx"
+
+
+@dataclass
+class ExportReport:
+    onnx_path: Path
+    manifest_path: Path
+    export_seconds: float
+    size_bytes: int
+    graph_checks: list[dict]
+    parity: ParityReport | None
+    golden: tuple[Path, Path] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_output_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """Create the folder if needed; refuse one that cannot be written."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SmatError(f"output folder is a file: {output_dir}")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SmatError(f"cannot create output folder {output_dir}: {err.strerror}") from None
+    if not os.access(output_dir, os.W_OK):
+        raise SmatError(f"output folder is not writable: {output_dir}")
+    return output_dir
+
+
+def count_layer_norms(model: SMat) -> int:
+    from torch import nn
+
+    return sum(isinstance(m, nn.LayerNorm) for m in model.modules())
+
+
+def export_float32(
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] = "export",
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    golden_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda message: None,
+) -> ExportReport:
+    """Export the reference model to ``output_dir/smat.onnx`` with its manifest; verify on the way."""
+    if opset < MIN_OPSET:
+        raise SmatError(f"opset {opset} is too old: SMat needs >= {MIN_OPSET} (LayerNormalization as one node)")
+    output_dir = prepare_output_dir(output_dir)
+    model = load_model(checkpoint, seed=seed)
+    weights = describe_weights(checkpoint, seed)
+    onnx_path = output_dir / ONNX_NAME
+    parity = None
+    with atomic_output(onnx_path) as tmp:
+        log(f"exporting {weights} to ONNX (opset {opset}, dynamic batch/height/width)")
+        result = export_onnx(model, tmp, opset=opset)
+        log(f"exported in {result.seconds:.1f}s ({result.size_bytes / 1e6:.1f} MB)")
+        checks = [c.as_dict() for c in check_graph(onnx.load(str(tmp)), count_layer_norms(model))]
+        if bad := [c for c in checks if not c["passed"]]:
+            raise SmatError("exported graph is not TensorRT-ready: " + "; ".join(f"{c['name']}: {c['detail']}" for c in bad))
+        if check:
+            log("checking parity against the PyTorch reference (ONNX Runtime CPU)")
+            parity = run_parity(tmp, model, standard_cases(), tolerance)
+            if not parity.passed:
+                raise SmatError(f"parity failed: max |alpha diff| {parity.max_abs:.2e} > {tolerance:g}; nothing was replaced")
+        manifest = build_manifest(
+            tmp,
+            model,
+            opset=opset,
+            checkpoint=checkpoint,
+            weights=weights,
+            export_seconds=result.seconds,
+            graph_checks=checks,
+            parity=None if parity is None else parity.as_dict(),
+        )
+        manifest["model"] = ONNX_NAME
+    manifest_path = write_manifest(manifest_path_for(onnx_path), manifest)
+    golden = save_golden(golden_dir, model, standard_cases()) if golden_dir is not None else None
+    return ExportReport(onnx_path, manifest_path, result.seconds, result.size_bytes, checks, parity, golden)
+
+
+__all__ = ["ONNX_NAME", "ExportReport", "export_float32", "failed", "prepare_output_dir"]

@@ -1,0 +1,47 @@
+"""Bad input to ``smat-deploy export``: one line, non-zero exit, nothing replaced or left behind."""
+
+import torch
+
+from smat_deploy.export import pipeline
+
+
+def _single_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.code != 0 and len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_opset_checkpoint_and_folder_errors(run_cli, tmp_path):
+    torch.save({"model": {"decoder.nope": torch.zeros(1)}}, tmp_path / "wrong.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"garbage")
+    (tmp_path / "a_file").write_text("x")
+    cases = [
+        (["--opset", "16"], "opset 16 is too old"),
+        (["-c", tmp_path / "garbage.pth"], "not a readable PyTorch checkpoint"),
+        (["-c", tmp_path / "wrong.pth"], "does not match SMat"),
+        (["-c", tmp_path / "missing.pth"], "checkpoint not found"),
+        (["--output-dir", tmp_path / "a_file"], "output folder is a file"),
+        (["--output-dir", tmp_path / "a_file" / "sub"], "cannot create output folder"),
+    ]
+    for args, message in cases:
+        assert message in _single_error_line(run_cli("export", "--output-dir", tmp_path / "out", *args))
+    assert not (tmp_path / "out" / "smat.onnx").exists()
+
+
+def test_a_crash_mid_export_keeps_the_previous_model(run_cli, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "smat.onnx").write_bytes(b"previous model")
+    (out / "smat.json").write_text("{}")
+
+    def crash(model, path, opset):
+        path.write_bytes(b"half a model")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(pipeline, "export_onnx", crash)
+    line = _single_error_line(run_cli("export", "--output-dir", out))
+    assert "RuntimeError" in line
+    assert (out / "smat.onnx").read_bytes() == b"previous model"
+    assert (out / "smat.json").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == ["smat.json", "smat.onnx"]
