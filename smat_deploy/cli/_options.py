@@ -1,4 +1,4 @@
-"""Option groups shared by several commands (prompt options, checkpoint)."""
+"""Option groups shared by several commands (prompt options, checkpoint, device)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ CheckpointOption = Annotated[
     ),
 ]
 SeedOption = Annotated[int, typer.Option(help="Seed for randomly initialised weights.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(help="auto (CUDA when usable, else CPU), cpu, cuda or cuda:N; a GPU that cannot be used is an error."),
+]
 PromptFileOption = Annotated[
     Path | None, typer.Option("--prompt", help='JSON prompt file: a list of {"type": point|box|scribble|mask, ...}.')
 ]
@@ -54,3 +58,4 @@ def collect_prompts(
     found.extend(P.load_scribble_file(path) for path in scribbles or [])
     found.extend(P.Mask(str(path)) for path in masks or [])
     return found
+

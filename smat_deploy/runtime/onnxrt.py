@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -48,6 +49,24 @@ _DTYPES = {
 
 def _specs(args: Sequence[ort.NodeArg]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(a.name, _DTYPES.get(a.type, a.type), tuple(a.shape)) for a in args)
+
+
+def _value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "undefined"
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+    return TensorSpec(value.name, dtype, dims)
+
+
+def check_onnx_file(path: str | os.PathLike[str]) -> None:
+    """Check an ONNX file's declared I/O against the contract without building a session (cheap, no weights run)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf raises DecodeError and friends for non-ONNX files
+        raise SmatError(f"cannot read ONNX model {path}: {type(err).__name__}") from None
+    weights = {init.name for init in model.graph.initializer}
+    inputs = tuple(_value_spec(v) for v in model.graph.input if v.name not in weights)
+    check_contract(inputs, tuple(_value_spec(v) for v in model.graph.output), str(path))
 
 
 @contextlib.contextmanager
