@@ -19,12 +19,7 @@ other engines still run.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import smat_deploy
 from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.bench_worker import run_in_worker
 from smat_deploy.evaluation.flops import attention_half_side, smat_flops
 from smat_deploy.evaluation.machine import DEFAULT_MATMUL_SIZE, machine_description
 from smat_deploy.model import SMat, describe_weights
@@ -169,42 +164,6 @@ def _is_reference(choice: EngineChoice, checkpoint: Path | None) -> bool:
     return choice.engine != TORCH_ENGINE and Path(choice.engine).resolve() == checkpoint.resolve()
 
 
-def _run_worker(job: dict, workdir: Path, step: Callable[[], None], expected_steps: int) -> dict:
-    """Run one job in a fresh interpreter; a crash or a kill becomes an ``error:`` status."""
-    job_path = workdir / f"{job['name']}.json"
-    job_path.write_text(json.dumps(job), encoding="utf-8")
-    env = dict(os.environ)
-    package_root = str(Path(smat_deploy.__file__).resolve().parents[1])  # the worker runs this very code
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "smat_deploy.evaluation.bench_worker", str(job_path)]
-    result, steps = None, 0
-    with open(workdir / f"{job['name']}.stderr", "w+", encoding="utf-8") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.startswith("step"):
-                    steps += 1
-                    step()
-                elif line.startswith("result "):
-                    result = json.loads(line[len("result ") :])
-            code = process.wait()
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        if result is None:
-            stderr.seek(0)
-            lines = [line.strip() for line in stderr if line.strip()]
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-            hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-            result = {"status": f"error: the worker {how}{hint}" + (f": {lines[-1]}" if lines else "")}
-    for _ in range(expected_steps - steps):  # a job that stopped early still moves the bar to its end
-        step()
-    result["pid"] = process.pid
-    return result
-
-
 def _percentiles(latencies: list[float]) -> dict:
     if not latencies:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None}
@@ -262,6 +221,8 @@ def _overhead_row(choice: EngineChoice, size: Size, batch: int, result: dict) ->
         "runtime_p50_ms": runtime_ms,
         "session_run_p50_ms": bare_ms,
         "overhead": runtime_ms / bare_ms - 1.0,
+        "overhead_of_minimums": min(wrapped) / min(bare) - 1.0,
+        "wrapper_work_ms": result.get("wrapper_work_ms"),
     }
 
 
@@ -369,7 +330,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
                     step()
             else:
                 job["alpha_path"] = str(workdir / f"{job['name']}.npy")
-                results[job["name"]] = result = _run_worker(job, workdir, step, _steps(job))
+                results[job["name"]] = result = run_in_worker(job, workdir, step, _steps(job))
                 if result.get("stage") == "open":
                     failed_to_open[choice.label] = result["status"]
                 elif result.get("status") == "ok":
@@ -377,7 +338,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
         if reference_job is not None:
             for case in reference_job["cases"]:
                 case["alpha_path"] = str(workdir / case["alpha_path"])
-            result = _run_worker(reference_job, workdir, step, _steps(reference_job))
+            result = run_in_worker(reference_job, workdir, step, _steps(reference_job))
             for case in reference_job["cases"] if result.get("status") == "ok" else []:
                 key = ("reference", Size(case["width"], case["height"]).label, case["batch"])
                 alphas[key] = np.load(case["alpha_path"])

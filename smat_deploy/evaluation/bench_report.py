@@ -67,6 +67,8 @@ def overhead_table(report: BenchReport) -> str:
             "session.run p50 ms": _fixed(row["session_run_p50_ms"], 2),
             "added ms": _fixed(row["runtime_p50_ms"] - row["session_run_p50_ms"], 2),
             "overhead": _percent(row["overhead"], signed=True),
+            "of minimums": _percent(row.get("overhead_of_minimums"), signed=True),
+            "wrapper work ms": _fixed(row.get("wrapper_work_ms"), 2),
         }
         for row in report.overhead
     ]
@@ -120,7 +122,8 @@ def format_report(report: BenchReport) -> str:
         lines += [
             "",
             "wrapper overhead: Runtime(...) vs bare onnxruntime session.run on the same feed and session, "
-            "calls interleaved, ratio of medians",
+            "calls interleaved; overhead = ratio of medians - 1 (also of the minimums, less sensitive to a busy "
+            "machine); wrapper work = the wrapper's own input/output handling timed alone (median of 20)",
             overhead_table(report),
         ]
     if report.sweep:

@@ -6,11 +6,15 @@ engine at that size alone: nothing another engine or a bigger size allocated ear
 it, and nothing is shared with the parent. The job file says what to run; the worker prints one
 ``step`` line per finished call (the parent's progress bar) and finally one ``result {json}`` line.
 It saves the alpha of its first call so the parent can compare engines on identical inputs.
+:func:`run_in_worker` is the parent's side of that exchange.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import smat_deploy
 from smat_deploy.errors import SmatError
 
 #: Composites are generated at most this large and resized up: generating 1560x1040 takes seconds.
@@ -58,6 +63,24 @@ def _bare_session_run(runtime: object) -> Callable[[dict], object] | None:
     if session is None:
         return None
     return lambda feed: session.run(["alpha"], feed)
+
+
+def wrapper_work_ms(
+    runtime: object, image: np.ndarray, prompt: np.ndarray, state: np.ndarray, repeats: int = 20
+) -> float:
+    """Median time of what ``Runtime.__call__`` adds around the engine (input checks and conversion, size
+    limits, output conversion), timed alone: free of the engine's own run-to-run noise."""
+    from smat_deploy.runtime.inputs import prepare_inputs, restore_output
+
+    alpha = np.zeros((image.shape[0], 1, *image.shape[2:]), np.float32)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        prepared = prepare_inputs(image, prompt, state)
+        runtime.backend.limits.check(*prepared.shape, source=runtime.backend.source)  # type: ignore[attr-defined]
+        restore_output(alpha, prepared)
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples)) * 1e3
 
 
 def run_reference(job: dict, step: Callable[[], None], stage: dict) -> dict:
@@ -131,6 +154,7 @@ def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
         "matmul": matmul,
         "latencies": times,
         "bare_latencies": bare_times,
+        "wrapper_work_ms": wrapper_work_ms(runtime, image, prompt, state) if bare is not None else None,
         "base_rss_mb": base_rss,
         "loaded_rss_mb": loaded_rss,
         "peak_rss_mb": peak_rss_mb(),
@@ -143,6 +167,46 @@ def _timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def run_in_worker(job: dict, workdir: Path, step: Callable[[], None], expected_steps: int) -> dict:
+    """Parent side: run one job in a fresh interpreter; a crash or a kill becomes an ``error:`` status.
+
+    ``step`` is called for every call the worker finishes (the progress bar), and made up to
+    ``expected_steps`` when the worker stops early.
+    """
+    job_path = workdir / f"{job['name']}.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    env = dict(os.environ)
+    package_root = str(Path(smat_deploy.__file__).resolve().parents[1])  # the worker runs this very code
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "smat_deploy.evaluation.bench_worker", str(job_path)]
+    result, steps = None, 0
+    with open(workdir / f"{job['name']}.stderr", "w+", encoding="utf-8") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith("step"):
+                    steps += 1
+                    step()
+                elif line.startswith("result "):
+                    result = json.loads(line[len("result ") :])
+            code = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if result is None:
+            stderr.seek(0)
+            lines = [line.strip() for line in stderr if line.strip()]
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+            hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+            result = {"status": f"error: the worker {how}{hint}" + (f": {lines[-1]}" if lines else "")}
+    for _ in range(expected_steps - steps):  # a job that stopped early still moves the bar to its end
+        step()
+    result["pid"] = process.pid
+    return result
 
 
 def main(argv: list[str]) -> int:

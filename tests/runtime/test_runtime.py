@@ -225,6 +225,12 @@ def test_tensorrt_engines_report_a_missing_package_in_one_line(tmp_path):
     assert "TensorRT" in reason and ("pip install tensorrt" in reason or "GPU" in reason)
 
 
+def test_runtime_is_available_from_the_package_root():
+    import smat_deploy
+
+    assert smat_deploy.Runtime is Runtime and "Runtime" in smat_deploy.__all__
+
+
 def test_importing_the_runtime_never_imports_tensorrt():
     code = "import sys, smat_deploy.runtime; print('tensorrt' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
