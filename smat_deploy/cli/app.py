@@ -36,7 +36,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _register_commands() -> None:
-    from smat_deploy.cli import demo, export, matte  # noqa: F401  (each registers itself on `app`)
+    from smat_deploy.cli import build, calib_data, demo, export, matte, precision  # noqa: F401  (each registers)
 
 
 def main() -> None:
