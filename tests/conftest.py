@@ -1,4 +1,5 @@
-"""Shared fixtures: models with varying output, CLI runner, and the shared photo folder."""
+"""Shared fixtures: models with varying output, CLI runner, the shared photo folder, one real export,
+and tiny hand-built ONNX models with the SMat contract (``max(mean RGB, prompt * state)``) for fast runtime tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from smat_deploy.model import load_model
 
@@ -61,9 +64,86 @@ def run_cli(capsys, monkeypatch):
     return run
 
 
+# -- ONNX models ------------------------------------------------------------------------------------
+def make_tiny_onnx(
+    path: Path,
+    *,
+    size: tuple[int, int] | None = None,
+    batch: int | None = None,
+    names: tuple[str, str, str, str] = ("image", "prompt", "state", "alpha"),
+    image_type: int = TensorProto.FLOAT,
+    state_rank: int = 2,
+    extra_output: bool = False,
+    precision: str | None = None,
+) -> Path:
+    """Write a tiny contract model to ``path``; ``size``/``batch`` fix those dimensions, the rest break the contract."""
+    image, prompt, state, alpha = names
+    b = batch if batch is not None else "batch"
+    h, w = size if size is not None else ("height", "width")
+    state_shape = [b, 1] if state_rank == 2 else [b]
+    nodes = [
+        helper.make_node("Cast", [image], ["image_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["image_f", "channel_axis"], ["grey"], keepdims=1),
+        helper.make_node("Reshape", [state, "state_shape"], ["state_4d"]),
+        helper.make_node("Mul", [prompt, "state_4d"], ["marked"]),
+        helper.make_node("Max", ["grey", "marked"], [alpha]),
+    ]
+    outputs = [helper.make_tensor_value_info(alpha, TensorProto.FLOAT, [b, 1, h, w])]
+    if extra_output:
+        nodes.append(helper.make_node("Identity", ["grey"], ["grey_out"]))
+        outputs.append(helper.make_tensor_value_info("grey_out", TensorProto.FLOAT, [b, 1, h, w]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny_smat",
+        [
+            helper.make_tensor_value_info(image, image_type, [b, 3, h, w]),
+            helper.make_tensor_value_info(prompt, TensorProto.FLOAT, [b, 1, h, w]),
+            helper.make_tensor_value_info(state, TensorProto.FLOAT, state_shape),
+        ],
+        outputs,
+        initializer=[
+            helper.make_tensor("channel_axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("state_shape", TensorProto.INT64, [4], [-1, 1, 1, 1]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    if precision is not None:
+        path.with_suffix(".json").write_text(json.dumps({"precision": precision}))
+    return path
+
+
+def tiny_expected(image: np.ndarray, prompt: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """What the tiny model returns for contract inputs, computed with numpy."""
+    return np.maximum(image.mean(axis=1, keepdims=True), prompt * state[:, :, None, None]).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_factory():
+    """:func:`make_tiny_onnx`: a tiny contract model (``max(mean RGB, prompt * state)``) or a broken variant."""
+    return make_tiny_onnx
+
+
+@pytest.fixture(scope="session")
+def tiny_expected_alpha():
+    """:func:`tiny_expected`: the tiny model's output computed with numpy."""
+    return tiny_expected
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path) -> Path:
+    return make_tiny_onnx(tmp_path / "tiny.onnx", precision="float32")
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> dict:
-    """``smat-deploy export --save-golden`` on the built-in default weights; returns its JSON summary."""
+    """``smat-deploy export --save-golden`` on the built-in default weights; returns its JSON summary.
+
+    One real export per test session, through the real command line, shared by the export,
+    runtime and bench tests.
+    """
     out = tmp_path_factory.mktemp("export")
     command = [
         sys.executable,

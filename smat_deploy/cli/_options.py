@@ -1,4 +1,4 @@
-"""Option groups shared by several commands (prompt options, checkpoint)."""
+"""Option groups shared by several commands (prompt options, checkpoint, engine and device)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from smat_deploy import prompts as P
+from smat_deploy.errors import SmatError
+from smat_deploy.runtime import Runtime
 
 CheckpointOption = Annotated[
     Path | None,
@@ -19,6 +21,19 @@ CheckpointOption = Annotated[
     ),
 ]
 SeedOption = Annotated[int, typer.Option(help="Seed for randomly initialised weights.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(help="auto (CUDA when usable, else CPU), cpu, cuda or cuda:N; a GPU that cannot be used is an error."),
+]
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        "-e",
+        help="'torch' (the PyTorch reference with --checkpoint; the default), a .pth/.pt checkpoint, "
+        "an .onnx model (ONNX Runtime) or a .plan engine (TensorRT).",
+    ),
+]
 PromptFileOption = Annotated[
     Path | None, typer.Option("--prompt", help='JSON prompt file: a list of {"type": point|box|scribble|mask, ...}.')
 ]
@@ -54,3 +69,12 @@ def collect_prompts(
     found.extend(P.load_scribble_file(path) for path in scribbles or [])
     found.extend(P.Mask(str(path)) for path in masks or [])
     return found
+
+
+def open_engine(engine: str | None, checkpoint: Path | None, seed: int, device: str) -> Runtime:
+    """``--engine`` with ``--checkpoint``: the checkpoint belongs to the torch engine; other engines carry weights."""
+    if engine is None or engine == "torch":
+        return Runtime.open(checkpoint if checkpoint is not None else "torch", device=device, seed=seed)
+    if checkpoint is not None:
+        raise SmatError(f"--checkpoint is for the torch engine; {engine} carries its own weights")
+    return Runtime.open(engine, device=device)

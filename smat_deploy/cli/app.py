@@ -36,7 +36,15 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _register_commands() -> None:
-    from smat_deploy.cli import build, calib_data, demo, export, matte, precision  # noqa: F401  (each registers)
+    from smat_deploy.cli import (  # noqa: F401  (each module registers its command on `app`)
+        bench,
+        build,
+        calib_data,
+        demo,
+        export,
+        matte,
+        precision,
+    )
 
 
 def main() -> None:

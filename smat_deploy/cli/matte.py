@@ -1,19 +1,22 @@
-"""``smat-deploy matte``: one photo, one alpha (and optionally a cutout), on the PyTorch reference."""
+"""``smat-deploy matte``: one photo or a folder of photos to alpha mattes, on any engine."""
 
 from __future__ import annotations
 
 import json
-import time
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from tqdm import tqdm
 
 from smat_deploy import images, prompts
 from smat_deploy.cli._options import (
     BoxOption,
     CheckpointOption,
+    DeviceOption,
+    EngineOption,
     MaskOption,
     PointOption,
     PromptFileOption,
@@ -21,19 +24,30 @@ from smat_deploy.cli._options import (
     ScribbleOption,
     SeedOption,
     collect_prompts,
+    open_engine,
 )
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
-from smat_deploy.matting import predict_alpha
-from smat_deploy.model import describe_weights, load_model
+from smat_deploy.model import describe_weights
+from smat_deploy.runtime import Runtime
+from smat_deploy.runtime.photos import list_photos, matte_folder, matte_photo, output_paths, prepare_output_folder
 
-MATTE_EPILOG = """Examples (automatic; two clicks; a box with real weights):
+MATTE_EPILOG = """Examples (automatic; two clicks; a box with real weights; an ONNX engine; a folder):
 
   smat-deploy matte photo.jpg -o alpha.png --cutout cutout.png
 
   smat-deploy matte photo.jpg --point 320,240 --point 400,250 -o alpha.png
 
   smat-deploy matte photo.jpg --box 100,50,420,470 -c smat.pth -o alpha.png
+
+  smat-deploy matte photo.jpg --engine export/smat.onnx -o alpha.png
+
+  smat-deploy matte photos/ -o alphas/ --cutout cutouts/ --engine export/smat.onnx
+
+Folder mode: every photo directly in the folder; a photo's prompts come from a prompt file with the
+same stem beside it (dog.jpg -> dog.json), else it is matted automatically; alphas are written as
+OUT/<stem>.png. Photos that cannot be read or matted are skipped with a warning and the rest finish;
+the exit status is then non-zero.
 """
 
 
@@ -42,13 +56,30 @@ class Mode(StrEnum):
     interactive = "interactive"
 
 
+def _interactive(state: Mode | None) -> bool | None:
+    return None if state is None else state is Mode.interactive
+
+
+def _weights(runtime: Runtime, engine: str | None, checkpoint: Path | None, seed: int) -> str:
+    if runtime.info.backend == "torch":
+        return describe_weights(checkpoint if engine in (None, "torch") else engine, seed)
+    return f"inside {runtime.info.engine}"
+
+
 @app.command(epilog=MATTE_EPILOG)
 def matte(
-    image: Annotated[Path, typer.Argument(help="Photo (PNG/JPEG; RGBA, grayscale and 16-bit are accepted).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Alpha matte to write (8-bit grayscale).")],
+    image: Annotated[
+        Path, typer.Argument(help="Photo (PNG/JPEG; RGBA, grayscale and 16-bit are accepted), or a folder of photos.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Alpha matte to write (8-bit grayscale); a folder in folder mode.")
+    ],
     cutout: Annotated[
-        Path | None, typer.Option(help="Also write the photo with the alpha as transparency (PNG).")
+        Path | None,
+        typer.Option(help="Also write the photo with the alpha as transparency (PNG); a folder in folder mode."),
     ] = None,
+    engine: EngineOption = None,
+    device: DeviceOption = "auto",
     checkpoint: CheckpointOption = None,
     prompt: PromptFileOption = None,
     point: PointOption = None,
@@ -67,46 +98,109 @@ def matte(
     seed: SeedOption = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
-    """Matte one photo: automatic with no prompt, interactive with clicks, boxes, scribbles or masks."""
+    """Matte one photo (or a folder): automatic with no prompt, interactive with clicks, boxes, scribbles or masks."""
+    if max_side is not None and max_side < 14:
+        raise SmatError(f"--max-side must be at least 14, got {max_side}")
+    if image.is_dir():
+        if any([prompt, point, box, scribble, mask]):
+            raise SmatError(
+                "prompt options apply to one photo; in folder mode put a prompt file <stem>.json beside each photo"
+            )
+        _matte_folder(image, output, cutout, engine, device, checkpoint, state, max_side, seed, json_output)
+        return
     images.check_image_output(output)
     if cutout is not None:
         images.check_image_output(cutout, transparency=True)
     photo = images.load_image(image)
-    working = photo if max_side is None else images.cap_long_side(photo, max_side)
     prompt_list = collect_prompts(prompt, point, box, scribble, mask, point_radius)
-    # Prompts are given in the original photo's pixels: rasterise there, then follow any cap.
-    mask_full = prompts.rasterize(prompt_list, photo.shape[:2])
-    prompt_mask = mask_full if working is photo else images.resize_alpha_nearest(mask_full, working.shape[:2])
-    if state is Mode.interactive and not prompt_mask.any():
+    if state is Mode.interactive and not prompts.rasterize(prompt_list, photo.shape[:2]).any():
         raise SmatError("--state interactive needs a prompt that marks at least one pixel")
-    state_value = None if state is None else float(state is Mode.interactive)
-    model = load_model(checkpoint, seed=seed)
-    start = time.perf_counter()
-    alpha = predict_alpha(model, working, prompt_mask, state_value)
-    seconds = time.perf_counter() - start
-    alpha = images.resize_alpha_nearest(alpha, photo.shape[:2])
-    images.save_alpha(output, alpha)
+    runtime = open_engine(engine, checkpoint, seed, device)
+    result = matte_photo(runtime, photo, prompt_list, _interactive(state), max_side)
+    images.save_alpha(output, result.alpha)
     if cutout is not None:
-        images.save_cutout(cutout, photo, alpha)
+        images.save_cutout(cutout, photo, result.alpha)
+    info = runtime.info
     summary = {
         "image": str(image),
         "size": [photo.shape[1], photo.shape[0]],
-        "mode": "interactive" if prompt_mask.any() and state is not Mode.auto else "automatic",
+        "mode": "interactive" if result.interactive else "automatic",
         "prompt": str(prompts.prompt_kind(prompt_list)),
-        "weights": describe_weights(checkpoint, seed),
+        "engine": {"backend": info.backend, "engine": info.engine, "precision": info.precision, "device": info.device},
+        "weights": _weights(runtime, engine, checkpoint, seed),
         "alpha": str(output),
         "cutout": str(cutout) if cutout else None,
-        "seconds": round(seconds, 3),
+        "seconds": round(result.seconds, 3),
     }
     if json_output:
         typer.echo(json.dumps(summary))
-    else:
-        extra = f" and {cutout}" if cutout else ""
+        return
+    extra = f" and {cutout}" if cutout else ""
+    typer.echo(
+        f"{image}: {summary['mode']} ({summary['prompt']}) {photo.shape[1]}x{photo.shape[0]} "
+        f"in {result.seconds:.2f}s on {info.backend} ({info.device}) -> {output}{extra}"
+    )
+    _note_untrained(runtime, engine, checkpoint, seed)
+
+
+def _note_untrained(runtime: Runtime, engine: str | None, checkpoint: Path | None, seed: int) -> None:
+    if runtime.info.backend == "torch" and engine in (None, "torch") and checkpoint is None:
         typer.echo(
-            f"{image}: {summary['mode']} ({summary['prompt']}) {photo.shape[1]}x{photo.shape[0]} "
-            f"in {seconds:.2f}s -> {output}{extra}"
+            f"note: weights are the {describe_weights(None, seed)}; pass --checkpoint for a real matte", err=True
         )
-        if not checkpoint:
-            typer.echo(
-                f"note: weights are the {describe_weights(None, seed)}; pass --checkpoint for a real matte", err=True
-            )
+
+
+def _matte_folder(
+    folder: Path,
+    output: Path,
+    cutout: Path | None,
+    engine: str | None,
+    device: str,
+    checkpoint: Path | None,
+    state: Mode | None,
+    max_side: int | None,
+    seed: int,
+    json_output: bool,
+) -> None:
+    photos = list_photos(folder)
+    output_paths(photos, output)  # name clashes fail before any folder is created or engine opened
+    prepare_output_folder(output, folder, "--output")
+    if cutout is not None:
+        prepare_output_folder(cutout, folder, "--cutout")
+    runtime = open_engine(engine, checkpoint, seed, device)
+
+    def warn(photo: Path, reason: str) -> None:
+        tqdm.write(f"warning: skipped {photo.name}: {reason}", file=sys.stderr)
+
+    bar = tqdm(photos, desc="matte", unit="photo", file=sys.stderr, dynamic_ncols=True, leave=False)
+    try:
+        report = matte_folder(
+            runtime, bar, output, cutout_dir=cutout, interactive=_interactive(state), max_side=max_side, on_skip=warn
+        )
+    finally:
+        bar.close()
+    info = runtime.info
+    if json_output:
+        engine_info = {
+            "backend": info.backend,
+            "engine": info.engine,
+            "precision": info.precision,
+            "device": info.device,
+        }
+        summary = {
+            "folder": str(folder),
+            "engine": engine_info,
+            "weights": _weights(runtime, engine, checkpoint, seed),
+            "images": report.done,
+            "skipped": report.skipped,
+        }
+        typer.echo(json.dumps(summary))
+    else:
+        seconds = sum(row["seconds"] for row in report.done)
+        typer.echo(
+            f"{folder}: {len(report.done)} of {len(photos)} photos matted on {info.backend} ({info.device}) "
+            f"in {seconds:.2f}s of engine time -> {output}" + (f" and {cutout}" if cutout else "")
+        )
+        _note_untrained(runtime, engine, checkpoint, seed)
+    if report.skipped:
+        raise SmatError(f"{len(report.skipped)} of {len(photos)} photos were skipped (see the warnings above)")

@@ -1,0 +1,414 @@
+"""``bench``: every engine side by side on identical inputs, each measurement in its own process.
+
+For every engine x size x batch a fresh worker process (:mod:`smat_deploy.evaluation.bench_worker`)
+opens the engine, warms up and times ``Runtime`` calls, so its peak resident memory is that engine's
+alone. The parent compares every engine's alpha with the PyTorch reference on the same inputs,
+and turns latencies into throughput, achieved GFLOP/s (:mod:`.flops`), the share of
+the matmul rate, the ratio to the first engine and, for ONNX Runtime engines, the wrapper's overhead
+over a bare ``session.run``.
+
+The float32 matmul ceiling (:mod:`smat_deploy.evaluation.machine`) is timed inside every worker,
+just before its engine opens, so on a shared machine each engine is compared with the rate the
+machine gave at that moment.
+
+Bad requests (a size that does not parse, an unknown engine type, a model that breaks the I/O
+contract) fail before anything runs. An engine whose backend is missing here gets the row status
+``unavailable: <reason>``; one that fails while opening or running gets ``error: <reason>``; the
+other engines still run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import smat_deploy
+from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.flops import attention_half_side, smat_flops
+from smat_deploy.evaluation.machine import DEFAULT_MATMUL_SIZE, machine_description
+from smat_deploy.model import SMat, describe_weights
+from smat_deploy.runtime import backend_for
+from smat_deploy.runtime.onnxrt import OnnxRuntimeBackend, check_onnx_file
+from smat_deploy.runtime.torch_backend import TORCH_ENGINE
+
+MEMORY_METHOD = (
+    "every engine x size x batch ran in its own fresh process: peak_rss_mb is that process's peak resident "
+    "memory (getrusage ru_maxrss), base_rss_mb its resident memory before the engine was opened "
+    "(interpreter, torch, onnxruntime)"
+)
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Size:
+    width: int
+    height: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def parse_sizes(text: str) -> list[Size]:
+    """``"518x518,1560x1040"`` (width x height, like photo sizes) -> sizes; each side at least 14."""
+    sizes = []
+    for part in text.split(","):
+        match = _SIZE.match(part)
+        if not match:
+            raise SmatError(
+                f"--sizes must be WIDTHxHEIGHT pairs separated by commas (e.g. 518x518,1560x1040), got {part!r}"
+            )
+        width, height = int(match[1]), int(match[2])
+        if min(width, height) < 14:
+            raise SmatError(f"--sizes {part.strip()}: both sides must be at least 14 pixels")
+        sizes.append(Size(width, height))
+    return list(dict.fromkeys(sizes))
+
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,4"`` -> ``[1, 4]``; every batch at least 1."""
+    try:
+        batches = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SmatError(f"--batch must be whole numbers separated by commas (e.g. 1,4), got {text!r}") from None
+    if any(batch < 1 for batch in batches):
+        raise SmatError(f"--batch values must be at least 1, got {text!r}")
+    return list(dict.fromkeys(batches))
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """One ``--engine`` as resolved before anything runs."""
+
+    label: str
+    engine: str  # what the worker opens: "torch", a checkpoint or a model file
+    backend: str
+    artifact_bytes: int | None
+    unavailable: str | None = None
+
+
+def _parameter_bytes() -> int:
+    with torch.device("meta"):
+        model = SMat()
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def resolve_engine(text: str, checkpoint: Path | None = None) -> EngineChoice:
+    """Check one ``--engine`` (file type, existence, I/O contract) and say whether its backend can run here."""
+    if text == TORCH_ENGINE:
+        engine = str(checkpoint) if checkpoint is not None else TORCH_ENGINE
+        size = checkpoint.stat().st_size if checkpoint is not None else _parameter_bytes()
+        return EngineChoice(text, engine, "torch", size)
+    path = Path(text)
+    backend = backend_for(path)  # unknown file types fail here
+    if not path.is_file():
+        raise SmatError(f"engine not found: {text}")
+    if backend is OnnxRuntimeBackend:
+        check_onnx_file(path)
+    return EngineChoice(text, str(path), backend.name, path.stat().st_size, backend.unavailable_reason())
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    engines: list[str]
+    sizes: list[Size] = field(default_factory=lambda: [Size(518, 518)])
+    batches: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 1
+    iters: int = 5
+    threads: int | None = None
+    device: str = "auto"
+    checkpoint: Path | None = None
+    seed: int = 0
+    matmul_size: int = DEFAULT_MATMUL_SIZE
+
+
+@dataclass
+class BenchReport:
+    machine: dict
+    reference: str
+    rows: list[dict]
+    overhead: list[dict]
+    sweep: list[dict]
+    attention: dict
+    memory_method: str = MEMORY_METHOD
+    plot: str | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [row for row in self.rows if str(row["status"]).startswith("error")]
+
+    def as_dict(self) -> dict:
+        return {
+            "machine": self.machine,
+            "reference": self.reference,
+            "memory_method": self.memory_method,
+            "rows": self.rows,
+            "overhead": self.overhead,
+            "sweep": self.sweep,
+            "attention": self.attention,
+            "plot": self.plot,
+        }
+
+
+def _is_reference(choice: EngineChoice, checkpoint: Path | None) -> bool:
+    if choice.backend != "torch":
+        return False
+    if checkpoint is None:
+        return choice.engine == TORCH_ENGINE
+    return choice.engine != TORCH_ENGINE and Path(choice.engine).resolve() == checkpoint.resolve()
+
+
+def _run_worker(job: dict, workdir: Path, step: Callable[[], None], expected_steps: int) -> dict:
+    """Run one job in a fresh interpreter; a crash or a kill becomes an ``error:`` status."""
+    job_path = workdir / f"{job['name']}.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    env = dict(os.environ)
+    package_root = str(Path(smat_deploy.__file__).resolve().parents[1])  # the worker runs this very code
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "smat_deploy.evaluation.bench_worker", str(job_path)]
+    result, steps = None, 0
+    with open(workdir / f"{job['name']}.stderr", "w+", encoding="utf-8") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith("step"):
+                    steps += 1
+                    step()
+                elif line.startswith("result "):
+                    result = json.loads(line[len("result ") :])
+            code = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if result is None:
+            stderr.seek(0)
+            lines = [line.strip() for line in stderr if line.strip()]
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+            hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+            result = {"status": f"error: the worker {how}{hint}" + (f": {lines[-1]}" if lines else "")}
+    for _ in range(expected_steps - steps):  # a job that stopped early still moves the bar to its end
+        step()
+    result["pid"] = process.pid
+    return result
+
+
+def _percentiles(latencies: list[float]) -> dict:
+    if not latencies:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None}
+    p50, p90, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99)}
+
+
+def _row(choice: EngineChoice, size: Size, batch: int, result: dict) -> dict:
+    matmul = result.get("matmul") or {}
+    row = {
+        "engine": choice.label,
+        "backend": choice.backend,
+        "status": result.get("status", "ok"),
+        "precision": result.get("precision"),
+        "artifact_mb": None if choice.artifact_bytes is None else choice.artifact_bytes / 1e6,
+        "size": size.label,
+        "batch": batch,
+        **_percentiles(result.get("latencies", [])),
+        "iters": len(result.get("latencies", [])),
+        "images_per_s": None,
+        "speedup_vs_first": None,
+        "gflops": None,
+        "matmul_gflops": matmul.get("gflops"),
+        "of_matmul": None,
+        "peak_rss_mb": result.get("peak_rss_mb"),
+        "base_rss_mb": result.get("base_rss_mb"),
+        "loaded_rss_mb": result.get("loaded_rss_mb"),
+        "torch_cuda_peak_mb": result.get("torch_cuda_peak_mb"),
+        "mad_vs_ref": None,
+        "max_abs_vs_ref": None,
+        "open_s": result.get("open_seconds"),
+        "device": result.get("device"),
+        "providers": result.get("providers"),
+        "threads": result.get("threads"),
+        "pid": result.get("pid"),
+    }
+    if row["p50_ms"]:
+        seconds = row["p50_ms"] / 1e3
+        row["images_per_s"] = batch / seconds
+        row["gflops"] = smat_flops(size.height, size.width, batch).total / seconds / 1e9
+        row["of_matmul"] = _ratio(row["gflops"], row["matmul_gflops"])
+    return row
+
+
+def _overhead_row(choice: EngineChoice, size: Size, batch: int, result: dict) -> dict | None:
+    wrapped, bare = result.get("latencies") or [], result.get("bare_latencies") or []
+    if not wrapped or not bare:
+        return None
+    runtime_ms, bare_ms = float(np.median(wrapped)) * 1e3, float(np.median(bare)) * 1e3
+    return {
+        "engine": choice.label,
+        "size": size.label,
+        "batch": batch,
+        "pairs": len(bare),
+        "runtime_p50_ms": runtime_ms,
+        "session_run_p50_ms": bare_ms,
+        "overhead": runtime_ms / bare_ms - 1.0,
+    }
+
+
+def _sweep(rows: list[dict], sizes: list[Size], batch: int) -> list[dict]:
+    """Per engine, how time and memory grow from the smallest size (at the first batch)."""
+    sweep = []
+    smallest = min(sizes, key=lambda s: s.width * s.height)
+    for engine in dict.fromkeys(row["engine"] for row in rows if row["p50_ms"]):
+        mine = {row["size"]: row for row in rows if row["engine"] == engine and row["batch"] == batch}
+        base = mine.get(smallest.label, {})
+        for size in sorted(sizes, key=lambda s: s.width * s.height):
+            row, flops = mine.get(size.label, {}), smat_flops(size.height, size.width)
+            ms = None if not row.get("p50_ms") else row["p50_ms"] / batch
+            sweep.append(
+                {
+                    "engine": engine,
+                    "size": size.label,
+                    "batch": batch,
+                    "megapixels": size.width * size.height / 1e6,
+                    "tokens": flops.tokens,
+                    "gflop_per_image": flops.total / 1e9,
+                    "attention_share": flops.attention_share,
+                    "ms_per_image": ms,
+                    "time_growth": _ratio(row.get("p50_ms"), base.get("p50_ms")),
+                    "peak_rss_mb": row.get("peak_rss_mb"),
+                    "memory_growth": _ratio(row.get("peak_rss_mb"), base.get("peak_rss_mb")),
+                    "activation_mb": _difference(row.get("peak_rss_mb"), row.get("loaded_rss_mb")),
+                }
+            )
+    return sweep
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if not value or not base else value / base
+
+
+def _difference(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None else value - base
+
+
+def _measure_job(name: str, choice: EngineChoice, size: Size, batch: int, config: BenchConfig, first: bool) -> dict:
+    return {
+        "name": name,
+        "engine": choice.engine,
+        "device": config.device,
+        "threads": config.threads,
+        "seed": config.seed,
+        "height": size.height,
+        "width": size.width,
+        "batch": batch,
+        "warmup": config.warmup,
+        "iters": config.iters,
+        "overhead": first and choice.backend == "onnxruntime",
+        "matmul_size": config.matmul_size,
+    }
+
+
+def _steps(job: dict) -> int:
+    """Progress steps a job reports: the open, then one per call."""
+    return 1 + (len(job["cases"]) if "cases" in job else job["warmup"] + job["iters"])
+
+
+def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]] | None = None) -> BenchReport:
+    """Measure every engine; ``progress(total_steps)`` returns the callback each finished call reports to.
+
+    Without a reference engine among them (``torch`` with the same weights), one extra worker runs
+    the reference on every size and batch for the accuracy columns; it is not timed, so it needs no
+    process of its own per size. An engine that fails to open is not retried at its other sizes.
+    """
+    if config.warmup < 0 or config.iters < 1:
+        raise SmatError("--iters must be at least 1 and --warmup at least 0")
+    choices = [resolve_engine(text, config.checkpoint) for text in config.engines]
+    reference = next((c for c in choices if _is_reference(c, config.checkpoint)), None)
+    measured = []
+    for choice in choices:
+        for size in config.sizes:
+            for batch in config.batches:
+                first = size == config.sizes[0] and batch == config.batches[0]
+                job = _measure_job(f"job{len(measured)}", choice, size, batch, config, first)
+                measured.append((choice, size, batch, job))
+    reference_job = None
+    if reference is None:
+        cases = [
+            {"height": size.height, "width": size.width, "batch": batch, "alpha_path": f"reference_{i}.npy"}
+            for i, (size, batch) in enumerate((s, b) for s in config.sizes for b in config.batches)
+        ]
+        engine = str(config.checkpoint) if config.checkpoint is not None else TORCH_ENGINE
+        reference_job = {"name": "reference", "engine": engine, "device": config.device, "threads": config.threads}
+        reference_job.update(seed=config.seed, cases=cases)
+    runnable = [job for choice, _, _, job in measured if choice.unavailable is None]
+    total = sum(_steps(job) for job in [*runnable, *([reference_job] if reference_job else [])])
+    step = progress(total) if progress else (lambda: None)
+
+    results: dict[str, dict] = {}
+    alphas: dict[tuple[str, str, int], np.ndarray] = {}  # (engine label, size, batch) -> alpha
+    with tempfile.TemporaryDirectory(prefix="smat-bench-") as tmp:
+        workdir = Path(tmp)
+        failed_to_open: dict[str, str] = {}
+        for choice, size, batch, job in measured:
+            if choice.unavailable is not None:
+                results[job["name"]] = {"status": f"unavailable: {choice.unavailable}"}
+            elif choice.label in failed_to_open:
+                results[job["name"]] = {"status": failed_to_open[choice.label]}
+                for _ in range(_steps(job)):
+                    step()
+            else:
+                job["alpha_path"] = str(workdir / f"{job['name']}.npy")
+                results[job["name"]] = result = _run_worker(job, workdir, step, _steps(job))
+                if result.get("stage") == "open":
+                    failed_to_open[choice.label] = result["status"]
+                elif result.get("status") == "ok":
+                    alphas[(choice.label, size.label, batch)] = np.load(job["alpha_path"])
+        if reference_job is not None:
+            for case in reference_job["cases"]:
+                case["alpha_path"] = str(workdir / case["alpha_path"])
+            result = _run_worker(reference_job, workdir, step, _steps(reference_job))
+            for case in reference_job["cases"] if result.get("status") == "ok" else []:
+                key = ("reference", Size(case["width"], case["height"]).label, case["batch"])
+                alphas[key] = np.load(case["alpha_path"])
+
+    reference_label = reference.label if reference is not None else "reference"
+    rows, overhead = [], []
+    first_p50: dict[tuple[str, int], float | None] = {}
+    for choice, size, batch, job in measured:
+        result = results[job["name"]]
+        row = _row(choice, size, batch, result)
+        first_p50.setdefault((size.label, batch), row["p50_ms"])
+        row["speedup_vs_first"] = _ratio(first_p50[(size.label, batch)], row["p50_ms"])
+        mine, truth = alphas.get((choice.label, size.label, batch)), alphas.get((reference_label, size.label, batch))
+        if mine is not None and truth is not None:
+            diff = np.abs(mine.astype(np.float64) - truth)
+            row["mad_vs_ref"], row["max_abs_vs_ref"] = float(diff.mean()), float(diff.max())
+        rows.append(row)
+        if (extra := _overhead_row(choice, size, batch, result)) is not None:
+            overhead.append(extra)
+
+    attention = {size.label: smat_flops(size.height, size.width).attention_share for size in config.sizes}
+    half_side = attention_half_side()
+    return BenchReport(
+        machine={**machine_description(), "matmul_size": config.matmul_size},
+        reference=f"PyTorch reference, {describe_weights(config.checkpoint, config.seed)}",
+        rows=rows,
+        overhead=overhead,
+        sweep=_sweep(rows, config.sizes, config.batches[0]) if len(config.sizes) > 1 else [],
+        attention={
+            "share_by_size": attention,
+            "half_of_flops_from_side": half_side,
+            "half_of_flops_from_tokens": smat_flops(half_side, half_side).tokens,
+        },
+    )

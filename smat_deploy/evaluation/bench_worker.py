@@ -1,0 +1,169 @@
+"""One benchmark job (one engine, one size, one batch) in a fresh process; or the reference's alphas.
+
+``bench`` starts ``python -m smat_deploy.evaluation.bench_worker JOB.json`` for every job, so the
+peak resident memory the job reports (``getrusage`` ``ru_maxrss`` of this process) belongs to that
+engine at that size alone: nothing another engine or a bigger size allocated earlier can inflate
+it, and nothing is shared with the parent. The job file says what to run; the worker prints one
+``step`` line per finished call (the parent's progress bar) and finally one ``result {json}`` line.
+It saves the alpha of its first call so the parent can compare engines on identical inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from smat_deploy.errors import SmatError
+
+#: Composites are generated at most this large and resized up: generating 1560x1040 takes seconds.
+_COMPOSITE_SIDE = 448
+
+
+def bench_inputs(height: int, width: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministic contract inputs: composites (structure at every scale) with a click on even samples.
+
+    Odd samples are automatic, so a batch exercises both modes. The same arguments give the same
+    arrays in every process.
+    """
+    from smat_deploy import prompts as P
+    from smat_deploy.data.synthetic import make_composite
+    from smat_deploy.export.parity import prompt_from_alpha
+
+    scale = min(1.0, _COMPOSITE_SIDE / max(height, width))
+    small = (max(14, round(height * scale)), max(14, round(width * scale)))
+    images, masks = [], []
+    for index in range(batch):
+        sample = make_composite(small, seed=seed + index)
+        planes = torch.from_numpy(np.concatenate([sample.image, sample.alpha[..., None]], axis=-1)).permute(2, 0, 1)
+        planes = F.interpolate(planes[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        planes = planes.clamp(0, 1).numpy()
+        images.append(planes[:3])
+        kind = "point" if index % 2 == 0 else "none"
+        masks.append(P.rasterize(prompt_from_alpha(planes[3], kind), (height, width))[None])
+    prompt = np.stack(masks).astype(np.float32)
+    state = (prompt.reshape(batch, -1) != 0).any(axis=1, keepdims=True).astype(np.float32)
+    return np.ascontiguousarray(np.stack(images), dtype=np.float32), prompt, state
+
+
+def _bare_session_run(runtime: object) -> Callable[[dict], object] | None:
+    """``session.run`` of an ONNX Runtime engine (the baseline of the wrapper overhead), else None."""
+    session = getattr(getattr(runtime, "backend", None), "session", None)
+    if session is None:
+        return None
+    return lambda feed: session.run(["alpha"], feed)
+
+
+def run_reference(job: dict, step: Callable[[], None], stage: dict) -> dict:
+    """The reference's alphas for every case, one process for all of them (nothing is timed here)."""
+    from smat_deploy.runtime import Runtime
+
+    runtime = Runtime.open(job["engine"], device=job["device"], threads=job["threads"], seed=job["seed"])
+    stage["at"] = "run"
+    step()
+    for case in job["cases"]:
+        image, prompt, state = bench_inputs(case["height"], case["width"], case["batch"], job["seed"])
+        np.save(case["alpha_path"], np.asarray(runtime(image, prompt, state), dtype=np.float32))
+        step()
+    return {"status": "ok", "weights": runtime.info.details.get("weights")}
+
+
+def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
+    """Time the matmul ceiling, open the engine, run warm-ups and timed calls; report latencies and memory.
+
+    The matmul runs first, in this process and moments before the engine, so engine and ceiling
+    see the same machine load; its buffers are freed before the engine opens and stay below any
+    real engine's peak, so they do not show in ``peak_rss_mb``.
+    """
+    from smat_deploy.evaluation.machine import current_rss_mb, matmul_rate, peak_rss_mb
+    from smat_deploy.runtime import Runtime
+
+    base_rss = current_rss_mb()
+    matmul = matmul_rate(job["matmul_size"], threads=job["threads"]).as_dict() if job["matmul_size"] else None
+    start = time.perf_counter()
+    runtime = Runtime.open(job["engine"], device=job["device"], threads=job["threads"], seed=job["seed"])
+    open_seconds = time.perf_counter() - start
+    stage["at"] = "run"
+    loaded_rss = current_rss_mb()
+    step()
+    image, prompt, state = bench_inputs(job["height"], job["width"], job["batch"], job["seed"])
+    feed = {"image": image, "prompt": prompt, "state": state}
+    bare = _bare_session_run(runtime) if job["overhead"] else None
+    on_cuda = runtime.info.device.startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    alpha = None
+    for _ in range(job["warmup"]):
+        out = runtime(image, prompt, state)
+        alpha = out if alpha is None else alpha
+        step()
+    times, bare_times = [], []
+    for index in range(job["iters"]):
+        # Interleave wrapper and bare calls, alternating which goes first, so drift and order cancel out.
+        if bare is not None and index % 2 == 1:
+            bare_times.append(_timed(lambda: bare(feed)))
+        start = time.perf_counter()
+        out = runtime(image, prompt, state)
+        times.append(time.perf_counter() - start)
+        alpha = out if alpha is None else alpha
+        if bare is not None and index % 2 == 0:
+            bare_times.append(_timed(lambda: bare(feed)))
+        step()
+    if alpha is None:  # no warm-up and no timed call (a reference job): one call for the accuracy columns
+        alpha = runtime(image, prompt, state)
+        step()
+    np.save(job["alpha_path"], np.asarray(alpha, dtype=np.float32))
+    info = runtime.info
+    return {
+        "status": "ok",
+        "backend": info.backend,
+        "precision": info.precision,
+        "device": info.device,
+        "providers": info.providers,
+        "weights": info.details.get("weights"),
+        "open_seconds": open_seconds,
+        "matmul": matmul,
+        "latencies": times,
+        "bare_latencies": bare_times,
+        "base_rss_mb": base_rss,
+        "loaded_rss_mb": loaded_rss,
+        "peak_rss_mb": peak_rss_mb(),
+        "torch_cuda_peak_mb": torch.cuda.max_memory_allocated() / 1e6 if on_cuda else None,
+        "threads": torch.get_num_threads() if info.backend == "torch" else info.details.get("threads"),
+    }
+
+
+def _timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+
+    def step() -> None:
+        print("step", flush=True)
+
+    stage = {"at": "open"}
+    try:
+        result = (run_reference if "cases" in job else run_job)(job, step, stage)
+    except SmatError as err:
+        result = {"status": f"error: {err}", "stage": stage["at"]}
+    except MemoryError:
+        result = {"status": "error: out of memory", "stage": stage["at"]}
+    except Exception as err:  # an engine crashing mid-run is a row in the table, not a traceback
+        detail = (str(err).strip().splitlines() or [""])[0]
+        result = {"status": f"error: unexpected {type(err).__name__}: {detail}", "stage": stage["at"]}
+    print("result " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,198 @@
+"""ONNX Runtime backend: any ``.onnx`` file that meets the SMat contract (float32, float16 or int8 inside).
+
+Provider choice is explicit. ONNX Runtime silently falls back to the CPU when a requested provider
+cannot load (the CUDA provider of onnxruntime-gpu without its CUDA libraries, say); here a requested
+GPU provider that did not load is an error, and only ``device="auto"`` may end up on the CPU.
+
+CUDA tensors are bound with IOBinding to their data pointers (inputs and the preallocated output),
+so a torch CUDA image never makes a trip through host memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from smat_deploy.errors import SmatError
+from smat_deploy.runtime.base import (
+    Array,
+    Backend,
+    TensorSpec,
+    check_contract,
+    sidecar_precision,
+    static_limits,
+    torch_device,
+)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_ORT_DEFAULT_LOG_SEVERITY = 2  # warnings, ONNX Runtime's own default
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def _specs(args: Sequence[ort.NodeArg]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(a.name, _DTYPES.get(a.type, a.type), tuple(a.shape)) for a in args)
+
+
+def _value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "undefined"
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+    return TensorSpec(value.name, dtype, dims)
+
+
+def check_onnx_file(path: str | os.PathLike[str]) -> None:
+    """Check an ONNX file's declared I/O against the contract without building a session (cheap, no weights run)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf raises DecodeError and friends for non-ONNX files
+        raise SmatError(f"cannot read ONNX model {path}: {type(err).__name__}") from None
+    weights = {init.name for init in model.graph.initializer}
+    inputs = tuple(_value_spec(v) for v in model.graph.input if v.name not in weights)
+    check_contract(inputs, tuple(_value_spec(v) for v in model.graph.output), str(path))
+
+
+@contextlib.contextmanager
+def _quiet_provider_loading(active: bool) -> Iterator[None]:
+    """Hide ONNX Runtime's multi-line log when a provider fails to load; the caller reports it in one line."""
+    if not active:
+        yield
+        return
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(_ORT_DEFAULT_LOG_SEVERITY)
+
+
+def resolve_providers(device: str, providers: Sequence[str] | None) -> tuple[list, list[str], bool]:
+    """``(providers for the session, providers that must load, fall back allowed)`` for a device request."""
+    available = ort.get_available_providers()
+    if providers is not None:
+        providers = list(providers)
+        if not providers:
+            raise SmatError("providers is empty: name at least one ONNX Runtime execution provider")
+        if unknown := [p for p in providers if p not in available]:
+            raise SmatError(f"ONNX Runtime here has no {', '.join(unknown)} (available: {', '.join(available)})")
+        return providers, [p for p in providers if p != CPU], False
+    if device == "auto":
+        if torch.cuda.is_available() and CUDA in available:
+            return [CUDA, CPU], [], True
+        return [CPU], [], False
+    target = torch_device(device) if device != "cpu" else torch.device("cpu")
+    if target.type == "cpu":
+        return [CPU], [], False
+    if CUDA not in available:
+        raise SmatError(f"device {device} needs onnxruntime-gpu; this ONNX Runtime only has {', '.join(available)}")
+    return [(CUDA, {"device_id": target.index or 0}), CPU], [CUDA], False
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+
+    session: ort.InferenceSession
+    cuda_device: torch.device | None
+
+    @classmethod
+    def open(
+        cls,
+        engine: object,
+        *,
+        device: str = "auto",
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> OnnxRuntimeBackend:
+        path = Path(os.fspath(engine))  # type: ignore[arg-type]
+        if not path.is_file():
+            raise SmatError(f"ONNX model not found: {path}")
+        precision, manifest = sidecar_precision(path)
+        requested, required, fallback = resolve_providers(device, providers)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if precision == "float16":
+            # ORT_ENABLE_ALL's fusions crashed on AutoCast float16 graphs while BASIC ran them correctly.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        try:
+            with _quiet_provider_loading(bool(required) or fallback):
+                session = ort.InferenceSession(str(path), options, providers=requested)
+        except Exception as err:  # ORT raises its own exception types for unreadable or invalid models
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise SmatError(f"ONNX Runtime cannot load {path}: {first}") from None
+        active = session.get_providers()
+        if missing := [p for p in required if p not in active]:
+            raise SmatError(
+                f"{', '.join(missing)} was requested but did not load (active: {', '.join(active)}); "
+                "check the CUDA/cuDNN libraries onnxruntime-gpu needs, or use device='cpu'"
+            )
+        inputs, outputs = _specs(session.get_inputs()), _specs(session.get_outputs())
+        check_contract(inputs, outputs, str(path))
+        on_cuda = CUDA in active
+        cuda_device = None
+        if on_cuda:
+            options_used = session.get_provider_options().get(CUDA, {})
+            cuda_device = torch.device("cuda", int(options_used.get("device_id", 0)))
+        backend = cls(
+            source=str(path),
+            precision=precision,
+            device=str(cuda_device) if on_cuda else "cpu",
+            providers=active,
+            inputs=inputs,
+            outputs=outputs,
+            limits=static_limits(inputs),
+            details={"manifest": str(manifest) if manifest else None, "threads": threads},
+        )
+        backend.session = session
+        backend.cuda_device = cuda_device
+        return backend
+
+    def run(self, image: Array, prompt: Array, state: Array) -> Array:
+        if isinstance(image, torch.Tensor) and image.is_cuda and self.cuda_device is not None:
+            return self._run_bound(image, prompt, state)  # type: ignore[arg-type]
+        feed = {
+            "image": _host(image),
+            "prompt": _host(prompt),
+            "state": _host(state),
+        }
+        return self.session.run(["alpha"], feed)[0]
+
+    def _run_bound(self, image: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """CUDA tensors in, CUDA tensor out: IOBinding to torch's memory, no host copies."""
+        device = self.cuda_device
+        assert device is not None
+        tensors = {name: t.to(device) for name, t in (("image", image), ("prompt", prompt), ("state", state))}
+        batch, _, height, width = image.shape
+        alpha = torch.empty((batch, 1, height, width), dtype=torch.float32, device=device)
+        binding = self.session.io_binding()
+        for name, tensor in tensors.items():
+            binding.bind_input(name, "cuda", device.index, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        binding.bind_output("alpha", "cuda", device.index, np.float32, tuple(alpha.shape), alpha.data_ptr())
+        # ONNX Runtime runs on its own stream: the inputs torch produced must be complete first.
+        torch.cuda.current_stream(device).synchronize()
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return alpha
+
+
+def _host(array: Array) -> np.ndarray:
+    """numpy for ``session.run``: free for numpy and CPU tensors, one copy for CUDA tensors on a CPU session."""
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array

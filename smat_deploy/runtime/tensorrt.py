@@ -1,0 +1,199 @@
+"""TensorRT backend: a serialized engine (``.plan``/``.engine``) run with the TensorRT 10/11 tensor API.
+
+The engine stays a plain TensorRT file; its precision comes from the sidecar JSON, like every
+other artifact. On opening, the engine's I/O tensors are checked against the SMat contract and the
+first optimisation profile is read, so a batch or image size outside it is refused before anything
+runs. Each calling thread gets its own execution context and CUDA stream (contexts are not
+thread-safe; the engine is). Inputs and the output are torch CUDA tensors whose data pointers are
+handed to ``set_tensor_address``; ``execute_async_v3`` runs on the thread's stream, which is then
+synchronised.
+
+``tensorrt`` is imported lazily: without it, importing this module works and opening an engine
+raises one clear line (see :func:`unavailable_reason`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smat_deploy.errors import SmatError
+from smat_deploy.runtime.base import (
+    CONTRACT_INPUTS,
+    Array,
+    Backend,
+    Limits,
+    TensorSpec,
+    check_contract,
+    sidecar_precision,
+    torch_device,
+)
+
+INSTALL_HINT = "pip install tensorrt from NVIDIA's index: --extra-index-url https://pypi.nvidia.com"
+_DTYPE_NAMES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "FP8": "float8",
+}
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise SmatError(f"TensorRT is not installed ({INSTALL_HINT}): {err}") from None
+    if not hasattr(trt, "Runtime"):  # PyPI's placeholder package, installed without NVIDIA's index
+        raise SmatError(f"the tensorrt package here is a placeholder without the runtime ({INSTALL_HINT})")
+    return trt
+
+
+def unavailable_reason() -> str | None:
+    """Why TensorRT engines cannot run here (no package, no GPU), or None when they can."""
+    try:
+        _import_tensorrt()
+    except SmatError as err:
+        return str(err)
+    if not torch.cuda.is_available():
+        return "TensorRT engines need an NVIDIA GPU, and torch sees no CUDA device here"
+    return None
+
+
+def _dtype_name(trt: Any, dtype: Any) -> str:
+    for name, label in _DTYPE_NAMES.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return label
+    return str(dtype)
+
+
+def _dims(shape: Any) -> tuple[int | None, ...]:
+    return tuple(None if int(d) < 0 else int(d) for d in shape)
+
+
+def engine_specs(trt: Any, engine: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The engine's I/O tensors as :class:`TensorSpec` (dynamic sizes as None)."""
+    inputs, outputs = [], []
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        spec = TensorSpec(name, _dtype_name(trt, engine.get_tensor_dtype(name)), _dims(engine.get_tensor_shape(name)))
+        (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(spec)
+    return tuple(inputs), tuple(outputs)
+
+
+def profile_limits(engine: Any) -> Limits:
+    """Batch/height/width bounds of optimisation profile 0 (the one every context here uses)."""
+    low, _, high = (tuple(int(d) for d in shape) for shape in engine.get_tensor_profile_shape("image", 0))
+    return Limits(batch=(low[0], high[0]), height=(low[2], high[2]), width=(low[3], high[3]))
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    suffixes = (".plan", ".engine")
+
+    engine: Any
+    cuda_device: torch.device
+    _local: threading.local
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return unavailable_reason()
+
+    @classmethod
+    def open(
+        cls,
+        engine: object,
+        *,
+        device: str = "auto",
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        seed: int = 0,
+    ) -> TensorRTBackend:
+        path = Path(os.fspath(engine))  # type: ignore[arg-type]
+        if not path.is_file():
+            raise SmatError(f"TensorRT engine not found: {path}")
+        trt = _import_tensorrt()
+        if providers is not None:
+            raise SmatError("providers are ONNX Runtime execution providers; a TensorRT engine takes device= only")
+        if not torch.cuda.is_available():
+            raise SmatError("TensorRT engines need an NVIDIA GPU, and torch sees no CUDA device here")
+        target = torch_device("cuda" if device == "auto" else device)
+        if target.type != "cuda":
+            raise SmatError(f"a TensorRT engine runs on a CUDA device, not {device}")
+        precision, manifest = sidecar_precision(path)
+        with torch.cuda.device(target):
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            deserialized = runtime.deserialize_cuda_engine(path.read_bytes())
+        if deserialized is None:
+            raise SmatError(
+                f"TensorRT {trt.__version__} cannot load {path}: not an engine, or built with another "
+                "TensorRT version or for another GPU"
+            )
+        inputs, outputs = engine_specs(trt, deserialized)
+        check_contract(inputs, outputs, str(path))
+        if deserialized.num_optimization_profiles < 1:
+            raise SmatError(f"{path} has no optimisation profile")
+        backend = cls(
+            source=str(path),
+            precision=precision,
+            device=str(target),
+            providers=[f"tensorrt-{trt.__version__}"],
+            inputs=inputs,
+            outputs=outputs,
+            limits=profile_limits(deserialized),
+            details={
+                "manifest": str(manifest) if manifest else None,
+                "profiles": deserialized.num_optimization_profiles,
+            },
+        )
+        backend.engine = deserialized
+        backend.cuda_device = target
+        backend._local = threading.local()
+        backend._runtime = runtime  # the engine must not outlive the runtime that deserialized it
+        return backend
+
+    def _context(self) -> tuple[Any, torch.cuda.Stream]:
+        """This thread's execution context and stream, created on first use."""
+        local = self._local
+        if not hasattr(local, "context"):
+            with torch.cuda.device(self.cuda_device):
+                context = self.engine.create_execution_context()
+                if context is None:
+                    raise SmatError("TensorRT could not create an execution context (out of GPU memory?)")
+                local.context, local.stream = context, torch.cuda.Stream(self.cuda_device)
+        return local.context, local.stream
+
+    def run(self, image: Array, prompt: Array, state: Array) -> torch.Tensor:
+        context, stream = self._context()
+        caller_stream = torch.cuda.current_stream(self.cuda_device)
+        stream.wait_stream(caller_stream)  # inputs the caller produced on its stream must be ready
+        with torch.cuda.device(self.cuda_device), torch.cuda.stream(stream):
+            tensors = {
+                spec.name: _on_device(array, self.cuda_device)
+                for spec, array in zip(CONTRACT_INPUTS, (image, prompt, state), strict=True)
+            }
+            for name, tensor in tensors.items():
+                if not context.set_input_shape(name, tuple(tensor.shape)):
+                    raise SmatError(f"TensorRT refused {name} of shape {list(tensor.shape)} (outside the profile?)")
+                context.set_tensor_address(name, tensor.data_ptr())
+            alpha = torch.empty(tuple(context.get_tensor_shape("alpha")), dtype=torch.float32, device=self.cuda_device)
+            context.set_tensor_address("alpha", alpha.data_ptr())
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise SmatError("TensorRT execution failed (see the TensorRT log above)")
+        stream.synchronize()
+        return alpha
+
+
+def _on_device(array: Array, device: torch.device) -> torch.Tensor:
+    """A contiguous float32 CUDA tensor on ``device``: host data is uploaded, device data is used in place."""
+    tensor = torch.from_numpy(array) if not isinstance(array, torch.Tensor) else array
+    return tensor.to(device=device, dtype=torch.float32, non_blocking=True).contiguous()

@@ -1,0 +1,48 @@
+"""Analytic FLOP counts against the published figures and against torch's own counter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from smat_deploy.evaluation.flops import attention_half_side, padded_shape, smat_flops
+from smat_deploy.model import padded_size
+from smat_deploy.model.checkpoint import build_model
+
+
+def test_518_costs_about_165_gflop_backbone_93_decoder_71():
+    count = smat_flops(518, 518)
+    assert count.total / 1e9 == pytest.approx(165, abs=1)
+    assert count.backbone / 1e9 == pytest.approx(93, abs=1)
+    assert count.decoder / 1e9 == pytest.approx(71, abs=1)
+    assert count.tokens == 37 * 37
+    assert 0.15 < count.attention_share < 0.25
+    assert smat_flops(518, 518, batch=4).total == pytest.approx(4 * count.total)
+
+
+@pytest.mark.parametrize(("height", "width", "batch"), [(56, 70, 1), (45, 31, 2), (28, 45, 1)])
+def test_equals_torch_flop_counter_on_the_reference_model(height, width, batch):
+    """Independent count: torch dispatches every matmul, attention and convolution through the counter."""
+    model = build_model(seed=0).eval()
+    image = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    prompt = torch.zeros(batch, 1, height, width)
+    prompt[..., 5:12, 5:12] = 1
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(image, prompt)
+    assert smat_flops(height, width, batch).total == counter.get_total_flops()
+
+
+def test_padding_follows_the_model_including_the_quirk():
+    for height, width in [(518, 518), (28, 45), (100, 130), (14, 14), (1040, 1560)]:
+        assert padded_shape(height, width) == tuple(int(v) for v in padded_size(height, width))
+    assert smat_flops(517, 517).total == smat_flops(518, 518).total
+
+
+def test_attention_grows_quadratically_and_passes_half_around_1000_px():
+    small, large = smat_flops(518, 518), smat_flops(1036, 1036)  # 4x the tokens
+    assert large.attention / small.attention == pytest.approx((4 * 1369 + 1) ** 2 / 1370**2)
+    assert large.decoder / small.decoder == pytest.approx(4.0)
+    side = attention_half_side()
+    assert 900 <= side <= 1100 and side % 14 == 0
+    assert smat_flops(side, side).attention_share >= 0.5 > smat_flops(side - 14, side - 14).attention_share

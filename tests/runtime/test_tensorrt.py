@@ -1,0 +1,124 @@
+"""TensorRT engines behind ``Runtime``: built here from the exported ONNX, checked against ONNX Runtime.
+
+These run where the tensorrt package and an NVIDIA GPU are present, and are skipped elsewhere with
+the reason. The engine is built with a small optimisation profile so the out-of-profile refusal can
+be checked on a size that fits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from smat_deploy import SmatError
+from smat_deploy import prompts as P
+from smat_deploy.runtime import Runtime
+from smat_deploy.runtime.tensorrt import unavailable_reason
+
+REASON = unavailable_reason()
+pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(REASON is not None, reason=f"TensorRT engines: {REASON}")]
+
+PROFILE = {"min": (1, 14, 14), "opt": (1, 266, 266), "max": (2, 518, 518)}  # (batch, height, width)
+
+
+def build_engine(onnx_path: Path, plan_path: Path) -> Path:
+    """A strongly typed float32 engine with one profile over batch/height/width (TensorRT 10 or 11)."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, channels in (("image", 3), ("prompt", 1)):
+        shapes = [(b, channels, h, w) for b, h, w in (PROFILE["min"], PROFILE["opt"], PROFILE["max"])]
+        profile.set_shape(name, *shapes)
+    profile.set_shape("state", (PROFILE["min"][0], 1), (PROFILE["opt"][0], 1), (PROFILE["max"][0], 1))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    assert serialized is not None, "TensorRT build failed"
+    plan_path.write_bytes(bytes(serialized))
+    plan_path.with_suffix(".json").write_text(json.dumps({"precision": "float32"}))
+    return plan_path
+
+
+@pytest.fixture(scope="module")
+def engine(exported, tmp_path_factory) -> Path:
+    return build_engine(exported["dir"] / "smat.onnx", tmp_path_factory.mktemp("engine") / "smat.plan")
+
+
+@pytest.fixture(scope="module")
+def trt_runtime(engine):
+    return Runtime.open(engine)
+
+
+@pytest.fixture(scope="module")
+def onnx_runtime(exported):
+    return Runtime.open(exported["dir"] / "smat.onnx", device="cpu")
+
+
+def test_engine_matches_onnx_runtime_with_numpy_and_cuda_tensors(trt_runtime, onnx_runtime):
+    photo = (np.random.default_rng(0).random((83, 121, 3)) * 255).astype(np.uint8)
+    prompts = [{"type": "point", "x": 60, "y": 40}]
+    expected = onnx_runtime(photo, prompts)
+    alpha = trt_runtime(photo, prompts)
+    assert isinstance(alpha, np.ndarray) and alpha.shape == (83, 121)
+    assert np.abs(alpha - expected).max() <= 5e-3  # float32 engine; TF32 tactics may round a little
+
+    batch = torch.rand(2, 3, 100, 130, device="cuda", generator=None)
+    alpha_cuda = trt_runtime(batch, [[P.Box(10, 10, 60, 60)], []])
+    assert alpha_cuda.is_cuda and alpha_cuda.shape == (2, 1, 100, 130)
+    reference = onnx_runtime(batch.cpu().numpy(), [[P.Box(10, 10, 60, 60)], []])
+    assert np.abs(alpha_cuda.cpu().numpy() - reference).max() <= 5e-3
+
+
+def test_info_reports_the_engine_and_its_profile(trt_runtime):
+    info = trt_runtime.info
+    assert info.backend == "tensorrt" and info.precision == "float32" and info.device.startswith("cuda")
+    assert info.limits == {"batch": [1, 2], "height": [14, 518], "width": [14, 518]}
+    assert [i["name"] for i in info.inputs] == ["image", "prompt", "state"]
+
+
+def test_sizes_outside_the_profile_are_refused_before_running(trt_runtime):
+    with pytest.raises(SmatError, match=r"height 600 is outside .* 14\.\.518"):
+        trt_runtime(np.zeros((600, 300, 3), np.uint8))
+    with pytest.raises(SmatError, match="batch 3 is outside"):
+        trt_runtime(np.zeros((3, 3, 64, 64), np.float32))
+
+
+def test_thread_pool_calls_equal_serial_calls(trt_runtime):
+    rng = np.random.default_rng(2)
+    jobs = [((rng.random((1, 3, 56 + 14 * (i % 3), 70)) * 0.9).astype(np.float32), None) for i in range(6)]
+    serial = [trt_runtime(image, prompt) for image, prompt in jobs]
+    with ThreadPool(3) as pool:
+        parallel = pool.starmap(trt_runtime, jobs)
+    for one, other in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(one, other)
+
+
+def test_an_engine_that_breaks_the_contract_is_refused(tmp_path, tiny_onnx_factory):
+    broken = tiny_onnx_factory(
+        tmp_path / "broken.onnx", names=("img", "prompt", "state", "alpha"), size=(28, 28), batch=1
+    )
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(broken))
+    serialized = builder.build_serialized_network(network, builder.create_builder_config())
+    plan = tmp_path / "broken.plan"
+    plan.write_bytes(bytes(serialized))
+    with pytest.raises(SmatError, match=r"does not match the SMat contract.*missing input image"):
+        Runtime.open(plan)

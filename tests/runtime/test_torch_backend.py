@@ -1,0 +1,68 @@
+"""The PyTorch reference behind ``Runtime``: same numbers as the model, from a module or a checkpoint."""
+
+from __future__ import annotations
+
+from multiprocessing.pool import ThreadPool
+
+import numpy as np
+import pytest
+import torch
+
+from smat_deploy import SmatError
+from smat_deploy import prompts as P
+from smat_deploy.matting import predict_alpha
+from smat_deploy.model import save_checkpoint
+from smat_deploy.runtime import Runtime
+
+RNG = np.random.default_rng(11)
+PHOTO = (RNG.random((45, 59, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference(varying_model):
+    return Runtime.open(varying_model, device="cpu")
+
+
+def test_module_runtime_equals_the_reference_model(reference, varying_model):
+    mask = P.rasterize([P.Point(30, 20, radius=6)], (45, 59))
+    expected = predict_alpha(varying_model, PHOTO.astype(np.float32) / 255, mask)
+    alpha = reference(PHOTO, [{"type": "point", "x": 30, "y": 20, "radius": 6}])
+    assert isinstance(alpha, np.ndarray) and alpha.shape == (45, 59)
+    np.testing.assert_array_equal(alpha, expected)
+    assert alpha.std() > 0.01  # the default weights give a varying alpha: the comparison means something
+    automatic = reference(torch.from_numpy(PHOTO))
+    assert isinstance(automatic, torch.Tensor)
+    np.testing.assert_array_equal(automatic.numpy(), predict_alpha(varying_model, PHOTO.astype(np.float32) / 255))
+
+
+def test_checkpoint_runtime_equals_the_module_and_reports_itself(reference, varying_model, tmp_path):
+    checkpoint = save_checkpoint(varying_model, tmp_path / "smat.pth")
+    runtime = Runtime.open(checkpoint, device="cpu")
+    batch = RNG.random((2, 3, 28, 45)).astype(np.float32)
+    prompt = [[P.Box(3, 3, 20, 20)], []]
+    np.testing.assert_array_equal(runtime(batch, prompt), reference(batch, prompt))
+    info = runtime.info.as_dict()
+    assert info["backend"] == "torch" and info["precision"] == "float32" and info["device"] == "cpu"
+    assert info["providers"] == ["torch-cpu"] and info["weights"] == str(checkpoint)
+    assert info["inputs"][0] == {"name": "image", "dtype": "float32", "shape": ["batch", 3, "height", "width"]}
+
+
+def test_torch_engine_options_that_do_not_apply_are_errors(varying_model):
+    with pytest.raises(SmatError, match="takes device= only"):
+        Runtime.open(varying_model, providers=["CPUExecutionProvider"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SmatError, match="no CUDA GPU is visible"):
+            Runtime.open(varying_model, device="cuda")
+
+
+def test_thread_pool_calls_equal_serial_calls(reference):
+    rng = np.random.default_rng(5)
+    jobs = [
+        (rng.random((1, 3, 28 + 7 * (i % 3), 42)).astype(np.float32), [P.Point(10, 10, 4)] if i % 2 else None)
+        for i in range(6)
+    ]
+    serial = [reference(image, prompt) for image, prompt in jobs]
+    with ThreadPool(3) as pool:
+        parallel = pool.starmap(reference, jobs)
+    for one, other in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(one, other)
