@@ -36,7 +36,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _register_commands() -> None:
-    from smat_deploy.cli import demo, matte  # noqa: F401  (each registers itself on `app`)
+    from smat_deploy.cli import demo, finetune, matte  # noqa: F401  (each registers itself on `app`)
 
 
 def main() -> None:
