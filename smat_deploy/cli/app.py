@@ -42,6 +42,7 @@ def _register_commands() -> None:
         calib_data,
         demo,
         export,
+        finetune,
         matte,
         precision,
     )
