@@ -17,9 +17,8 @@ import torch
 from onnx import TensorProto, helper
 
 from smat_deploy import __version__
-from smat_deploy.data.synthetic import SyntheticComposites, make_composite
+from smat_deploy.data.synthetic import SyntheticComposites
 from smat_deploy.model import load_model
-from smat_deploy.model.batchnorm import recalibrate_batchnorm
 from smat_deploy.train import FinetuneConfig, finetune
 
 REPO = Path(__file__).resolve().parents[1]
