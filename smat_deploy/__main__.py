@@ -1,5 +1,6 @@
-"""``python -m smat_deploy`` is the ``smat-deploy`` command."""
+"""``python -m smat_deploy``: the same entry point as the ``smat-deploy`` command."""
 
 from smat_deploy.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

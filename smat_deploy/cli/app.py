@@ -36,7 +36,16 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _register_commands() -> None:
-    from smat_deploy.cli import bench, demo, export, matte  # noqa: F401  (each registers itself on `app`)
+    from smat_deploy.cli import (  # noqa: F401  (each module registers its command on `app`)
+        bench,
+        build,
+        calib_data,
+        demo,
+        export,
+        finetune,
+        matte,
+        precision,
+    )
 
 
 def main() -> None:

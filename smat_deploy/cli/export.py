@@ -11,6 +11,8 @@ import typer
 from smat_deploy._table import format_table
 from smat_deploy.cli._options import CheckpointOption, SeedOption
 from smat_deploy.cli.app import app
+from smat_deploy.engines.calibration import DEFAULT_SYNTHETIC, build_calibration_set, load_calibration_set
+from smat_deploy.evaluation.precision import make_variant
 from smat_deploy.export import DEFAULT_OPSET
 from smat_deploy.export.parity import DEFAULT_TOLERANCE
 from smat_deploy.export.pipeline import export_float32
@@ -20,6 +22,8 @@ EXPORT_EPILOG = """Examples:
   smat-deploy export                                  # export/smat.onnx + export/smat.json, parity-checked
 
   smat-deploy export -c smat.pth --save-golden golden/ --json
+
+  smat-deploy export --fp16 --int8 --calib calib_data/      # also smat_fp16.onnx, smat_int8.onnx, smat_int8_cpu.onnx
 """
 
 
@@ -38,10 +42,25 @@ def export_command(
         Path | None,
         typer.Option("--save-golden", help="Also write inputs/outputs in Polygraphy JSON for engine checks."),
     ] = None,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Also write smat_fp16.onnx (AutoCast), verified on CPU.")
+    ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write smat_int8.onnx (TensorRT Q/DQ) and smat_int8_cpu.onnx (ORT CPU).")
+    ] = False,
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration set (smat-deploy calib-data). Default calib_data/, built if empty.")
+    ] = None,
+    engines_dir: Annotated[Path, typer.Option(help="Where engines go when TensorRT and a GPU are present.")] = Path(
+        "engines"
+    ),
     seed: SeedOption = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
     """Export SMat to ONNX with dynamic batch, height, width; prompt and state are inputs."""
+    calibration = None
+    if fp16 or int8:  # fail on a bad calibration set before spending a minute on the export
+        calibration = _calibration(calib, log=(lambda m: None) if json_output else (lambda m: typer.echo(m, err=True)))
     log = (lambda message: None) if json_output else (lambda message: typer.echo(message, err=True))
     report = export_float32(
         checkpoint=checkpoint,
@@ -53,7 +72,22 @@ def export_command(
         seed=seed,
         log=log,
     )
+    variants = []
+    for kind in [k for k, wanted in (("fp16", fp16), ("int8", int8), ("int8_cpu", int8)) if wanted]:
+        variants.append(make_variant(kind, report.onnx_path, calibration, engines_dir=engines_dir, log=log))
     summary = {
+        "variants": [
+            {
+                "precision": v.kind,
+                "onnx": str(v.path),
+                "seconds": round(v.seconds, 1),
+                "size_mb": round(v.size_bytes / 1e6, 1),
+                "accuracy_vs_float32": v.accuracy,
+                "engine": v.engine,
+                "notes": v.notes,
+            }
+            for v in variants
+        ],
         "onnx": str(report.onnx_path),
         "manifest": str(report.manifest_path),
         "export_seconds": round(report.export_seconds, 2),
@@ -74,3 +108,32 @@ def export_command(
     )
     if report.golden is not None:
         typer.echo(f"golden data: {report.golden[0]} and {report.golden[1]} (Polygraphy JSON)")
+    if variants:
+        rows = [
+            {
+                "precision": v.kind,
+                "file": v.path.name,
+                "size_MB": round(v.size_bytes / 1e6, 1),
+                "made_in_s": round(v.seconds, 1),
+                "mean_abs": v.accuracy["mean_abs"],
+                "max_abs": v.accuracy["max_abs"],
+                "SAD": v.accuracy["SAD"],
+                "Grad": v.accuracy["Grad"],
+                "measured_on": f"{v.accuracy['samples']} {'calibration' if v.kind == 'fp16' else 'held-out'}",
+            }
+            for v in variants
+        ]
+        typer.echo(format_table(rows))
+        for note in sorted({n for v in variants for n in v.notes}):
+            typer.echo(note)
+
+
+def _calibration(calib: Path | None, log):
+    """The calibration set to use: the one given, or calib_data/ (built with defaults when empty)."""
+    if calib is not None:
+        return load_calibration_set(calib)
+    default = Path("calib_data")
+    if (default / "index.json").is_file():
+        return load_calibration_set(default)
+    log("no calibration set in calib_data/: building the default one (smat-deploy calib-data)")
+    return build_calibration_set(default, synthetic=DEFAULT_SYNTHETIC)

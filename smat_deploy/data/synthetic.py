@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from smat_deploy.data.dataset import MattingSample, SkipReport
+from smat_deploy.errors import SmatError
+
 
 @dataclass(frozen=True)
 class Composite:
@@ -75,3 +78,47 @@ def make_composite(size: tuple[int, int] = (448, 448), seed: int = 0) -> Composi
     background = textured_background(rng, size)
     image = alpha[..., None] * foreground + (1 - alpha[..., None]) * background
     return Composite(image.astype(np.float32), alpha, foreground, background)
+
+
+#: Held-out composites use seeds from here on; training sets use seeds ``0..N-1``, so they never overlap.
+HELDOUT_FIRST_SEED = 1_000_000
+_CACHE_BYTES = 256 * 2**20
+
+
+class SyntheticComposites:
+    """``count`` composites of ``size x size`` pixels with seeds ``first_seed .. first_seed + count - 1``.
+
+    A training dataset without files. Composites are generated on first use and kept in memory up to
+    about 256 MiB, because generating one costs about as much as a tenth of a training step.
+    """
+
+    #: Composites are made at the training size with the object in view: crops only mirror them.
+    default_max_zoom = 1.0
+
+    def __init__(self, count: int, size: int, first_seed: int = 0) -> None:
+        if count < 1:
+            raise SmatError(f"need at least one synthetic composite, got {count}")
+        if first_seed < HELDOUT_FIRST_SEED < first_seed + count:
+            raise SmatError(f"synthetic training seeds must stay below {HELDOUT_FIRST_SEED} (the held-out composites)")
+        self.count, self.size, self.first_seed = count, size, first_seed
+        self.skipped = SkipReport()  # generated samples are never bad; kept for the dataset interface
+        self._cache: dict[int, MattingSample] = {}
+        self._cache_limit = max(1, _CACHE_BYTES // (size * size * 4 * 4))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int) -> MattingSample:
+        if not 0 <= index < self.count:
+            raise IndexError(f"composite {index} out of range 0..{self.count - 1}")
+        if index in self._cache:
+            return self._cache[index]
+        seed = self.first_seed + index
+        composite = make_composite((self.size, self.size), seed=seed)
+        sample = MattingSample(composite.image, composite.alpha, f"synthetic-{seed}")
+        if len(self._cache) < self._cache_limit:
+            self._cache[index] = sample
+        return sample
+
+    def describe(self) -> str:
+        return f"{self.count} synthetic composites ({self.size}x{self.size}, seeds {self.first_seed}+)"

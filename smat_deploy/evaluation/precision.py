@@ -1,0 +1,254 @@
+"""FP16 and INT8 artifacts: make them from the float32 export, verify them, describe them.
+
+Each variant is written to a temporary file, verified on ONNX Runtime CPU, and only then moved into
+place with its sidecar manifest, so a failed check (NaN, accuracy) leaves nothing half-made behind.
+Accuracy is measured against the float32 ONNX model: FP16 on the calibration set (its gate), INT8 on
+held-out synthetic composites that the quantiser never saw.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from smat_deploy._files import atomic_output, sha256_of
+from smat_deploy.engines import fp16, int8
+from smat_deploy.engines._isolated import run_isolated
+from smat_deploy.engines.calibration import CalibrationSet
+from smat_deploy.engines.tensorrt_build import build_engine, tensorrt_status
+from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.metrics import grad, sad
+from smat_deploy.export.manifest import build_manifest, manifest_path_for, read_manifest, write_manifest
+from smat_deploy.export.parity import make_case
+
+VARIANT_FILES = {"fp16": "smat_fp16.onnx", "int8": "smat_int8.onnx", "int8_cpu": "smat_int8_cpu.onnx"}
+#: FP16 gate against float32 on the calibration set.
+FP16_MEAN_ABS, FP16_MAX_ABS = 1e-3, 2e-2
+#: Images the quantisers never see: seeds far from the calibration set's.
+HOLDOUT_SEED = 900_000
+
+
+@dataclass
+class VariantReport:
+    kind: str
+    path: Path
+    seconds: float
+    size_bytes: int
+    accuracy: dict
+    structure: dict | None = None
+    engine: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def session(path: str | os.PathLike[str], basic: bool = False, threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session. FP16 graphs use basic optimisations: ORT_ENABLE_ALL has crashed on them."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # constant-folding notes on Q/DQ graphs are not the user's concern
+    if basic:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def holdout_feeds(count: int = 5, size: int = 518) -> list[dict[str, np.ndarray]]:
+    """``count`` composites (one per prompt kind, cycling) that no calibration set contains."""
+    kinds = ("none", "point", "box", "scribble", "mask")
+    return [
+        make_case(f"holdout {i}", (size, size), (kinds[i % 5],), HOLDOUT_SEED + 100 * i).feed() for i in range(count)
+    ]
+
+
+def compare(reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: list[dict]) -> dict:
+    """Accuracy of ``candidate`` against ``reference``: abs differences, SAD, Grad, non-finite count."""
+    mean_abs, max_abs, sads, grads, nonfinite = [], [], [], [], 0
+    for feed in feeds:
+        expected = reference.run(["alpha"], feed)[0].astype(np.float64)
+        got = candidate.run(["alpha"], feed)[0].astype(np.float64)
+        bad = ~np.isfinite(got)
+        nonfinite += int(bad.sum())
+        got = np.where(bad, 0.0, got)
+        diff = np.abs(got - expected)
+        mean_abs.append(diff.mean())
+        max_abs.append(diff.max())
+        for p, g in zip(np.clip(got, 0, 1), expected, strict=True):
+            sads.append(sad(p[0], g[0]))
+            grads.append(grad(p[0], g[0]))
+    return {
+        "samples": len(feeds),
+        "mean_abs": float(np.mean(mean_abs)),
+        "max_abs": float(np.max(max_abs)),
+        "SAD": float(np.mean(sads)),
+        "Grad": float(np.mean(grads)),
+        "nonfinite": nonfinite,
+    }
+
+
+def _fp16_calibration(calibration: CalibrationSet, size: int = 224) -> dict[str, np.ndarray]:
+    """Two samples scaled down for AutoCast's range analysis.
+
+    AutoCast keeps every intermediate tensor of every calibration sample in memory (about 5 GB per
+    518x518 sample); value ranges barely depend on resolution, so two small samples suffice.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    picks = [i for i, s in enumerate(calibration.samples) if s["prompt_kind"] in ("none", "mask")][:2] or [0]
+    image = F.interpolate(torch.from_numpy(calibration.image[picks]), size=(size, size), mode="bilinear")
+    prompt = F.interpolate(torch.from_numpy(calibration.prompt[picks]), size=(size, size), mode="nearest")
+    return {"image": image.numpy(), "prompt": prompt.numpy(), "state": calibration.state[picks]}
+
+
+def make_variant(
+    kind: str,
+    float32_onnx: str | os.PathLike[str],
+    calibration: CalibrationSet,
+    *,
+    build: bool = True,
+    engines_dir: str | os.PathLike[str] = "engines",
+    holdout: int = 5,
+    log: Callable[[str], None] = lambda message: None,
+) -> VariantReport:
+    """Write, verify and describe one variant (``fp16``, ``int8`` or ``int8_cpu``) next to ``float32_onnx``."""
+    if kind not in VARIANT_FILES:
+        raise SmatError(f"unknown precision {kind!r} (expected one of {', '.join(VARIANT_FILES)})")
+    float32_onnx = Path(float32_onnx)
+    target = float32_onnx.parent / VARIANT_FILES[kind]
+    reference = session(float32_onnx)
+    tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
+    with atomic_output(target) as tmp:
+        start = time.perf_counter()
+        if kind == "fp16":
+            log("FP16: Model Optimizer AutoCast (float32 I/O; LayerNorm, Softmax, reductions in float32)")
+            run_isolated("FP16 conversion", fp16.convert_fp16, float32_onnx, tmp, _fp16_calibration(calibration))
+        elif kind == "int8":
+            log(f"INT8 (TensorRT Q/DQ): Model Optimizer, calibrating on {len(calibration)} samples")
+            run_isolated("INT8 quantisation", int8.quantize_int8_tensorrt, float32_onnx, tmp, tensors)
+        else:
+            log(f"INT8 (ONNX Runtime CPU): static QDQ U8S8, calibrating on {len(calibration)} samples")
+            run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, float32_onnx, tmp, tensors)
+        seconds = time.perf_counter() - start
+        candidate = session(tmp, basic=kind == "fp16")
+        if kind == "fp16":
+            log(f"verifying FP16 against float32 on the {len(calibration)} calibration samples")
+            accuracy = compare(reference, candidate, calibration.feeds())
+            if accuracy["nonfinite"]:
+                raise SmatError(f"FP16 model produced {accuracy['nonfinite']} NaN/Inf values; nothing was written")
+            if accuracy["mean_abs"] > FP16_MEAN_ABS or accuracy["max_abs"] > FP16_MAX_ABS:
+                raise SmatError(
+                    f"FP16 model is off float32 by mean {accuracy['mean_abs']:.1e} / max {accuracy['max_abs']:.1e} "
+                    f"(limits {FP16_MEAN_ABS:g} / {FP16_MAX_ABS:g}); nothing was written"
+                )
+        else:
+            log(f"measuring INT8 accuracy on {holdout} held-out composites")
+            accuracy = compare(reference, candidate, holdout_feeds(holdout, calibration.size))
+            if accuracy["nonfinite"]:
+                raise SmatError(f"{kind} model produced {accuracy['nonfinite']} NaN/Inf values; nothing was written")
+        structure = int8.qdq_structure(onnx.load(str(tmp))) if kind == "int8" else None
+        if structure is not None and structure["problems"]:
+            raise SmatError(f"INT8 Q/DQ placement is wrong: {structure['problems'][0]}")
+        size_bytes = tmp.stat().st_size
+        source = read_manifest(manifest_path_for(float32_onnx)) or {}
+        manifest = {
+            **{k: source.get(k) for k in ("inputs", "outputs", "dimensions", "source", "model_config", "versions")},
+            "format": "smat-deploy/onnx-manifest/1",
+            "model": target.name,
+            "sha256": sha256_of(tmp),
+            "size_bytes": size_bytes,
+            "precision": kind,
+            "opset": next(
+                o.version
+                for o in onnx.load(str(tmp), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
+            "derived_from": {"model": float32_onnx.name, "sha256": sha256_of(float32_onnx)},
+            "calibration": {
+                "directory": str(calibration.directory),
+                "samples": len(calibration),
+                "size": calibration.size,
+            },
+            "conversion_seconds": round(seconds, 1),
+            "accuracy_vs_float32": accuracy,
+            "accuracy_measured_on": "calibration set" if kind == "fp16" else f"{holdout} held-out synthetic composites",
+            "qdq_structure": structure,
+        }
+    write_manifest(manifest_path_for(target), manifest)
+    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure)
+    if build and kind != "int8_cpu":
+        available, reason = tensorrt_status()
+        if available:
+            engine = Path(engines_dir) / f"smat_{kind}.plan"
+            log(f"building TensorRT engine {engine}")
+            build_engine(target, engine)
+            report.engine = str(engine)
+        else:
+            report.notes.append(f"TensorRT engine step skipped: {reason}")
+    return report
+
+
+__all__ = ["VARIANT_FILES", "VariantReport", "build_manifest", "compare", "holdout_feeds", "make_variant"]
+
+
+def benchmark_precisions(
+    export_dir: str | os.PathLike[str] = "export",
+    *,
+    size: int = 518,
+    iters: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    holdout: int = 3,
+    progress: Callable | None = None,
+) -> list[dict]:
+    """float32, fp16, int8 and int8_cpu side by side on ONNX Runtime CPU, measured in one run.
+
+    Timing is interleaved (one run of each model in turn, ``iters`` rounds) so that a machine whose
+    speed drifts affects every model alike; the speed-up is the ratio of medians to float32.
+    Accuracy is against float32 on ``holdout`` composites no calibration set contains.
+    """
+    export_dir = Path(export_dir)
+    files = {"float32": "smat.onnx", **VARIANT_FILES}
+    present = {k: export_dir / f for k, f in files.items() if (export_dir / f).is_file()}
+    if "float32" not in present:
+        raise SmatError(f"no {export_dir / 'smat.onnx'}: run smat-deploy export first")
+    sessions = {k: session(p, basic=k == "fp16", threads=threads) for k, p in present.items()}
+    feed = make_case("benchmark", (size, size), ("point",), seed=HOLDOUT_SEED - 1).feed()
+    for _ in range(warmup):
+        for s in sessions.values():
+            s.run(["alpha"], feed)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    rounds = range(iters) if progress is None else progress(range(iters))
+    for _ in rounds:
+        for kind, s in sessions.items():
+            start = time.perf_counter()
+            s.run(["alpha"], feed)
+            times[kind].append(time.perf_counter() - start)
+    feeds = holdout_feeds(holdout, size)
+    base = float(np.median(times["float32"]))
+    rows = []
+    for kind, path in present.items():
+        manifest = read_manifest(manifest_path_for(path)) or {}
+        made = manifest.get("export_seconds") if kind == "float32" else manifest.get("conversion_seconds")
+        accuracy = compare(sessions["float32"], sessions[kind], feeds) if kind != "float32" else None
+        median = float(np.median(times[kind]))
+        rows.append(
+            {
+                "precision": kind,
+                "file": path.name,
+                "size_MB": round(path.stat().st_size / 1e6, 1),
+                "made_in_s": made,
+                "ms_per_image": round(1000 * median, 1),
+                "speedup": round(base / median, 2),
+                "mean_abs": None if accuracy is None else accuracy["mean_abs"],
+                "max_abs": None if accuracy is None else accuracy["max_abs"],
+                "SAD": None if accuracy is None else accuracy["SAD"],
+                "Grad": None if accuracy is None else accuracy["Grad"],
+            }
+        )
+    return rows
