@@ -182,11 +182,14 @@ def tiny_onnx(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory) -> dict:
-    """``smat-deploy export --save-golden`` on the built-in default weights; returns its JSON summary.
+def exported(tmp_path_factory, finetuned_checkpoint) -> dict:
+    """``smat-deploy export -c <fine-tuned checkpoint> --save-golden``; returns its JSON summary plus
+    ``dir`` and ``checkpoint``.
 
     One real export per test session, through the real command line, shared by the export,
-    runtime and bench tests.
+    precision, runtime, bench, parity and demo tests. It exports the ``finetuned_checkpoint`` weights,
+    so every comparison against it compares mattes with real structure; the PyTorch reference of
+    those tests is ``finetuned_model`` (or ``-c`` with the same checkpoint on the command line).
     """
     out = tmp_path_factory.mktemp("export")
     command = [
@@ -194,6 +197,8 @@ def exported(tmp_path_factory) -> dict:
         "-m",
         "smat_deploy",
         "export",
+        "--checkpoint",
+        str(finetuned_checkpoint),
         "--output-dir",
         str(out),
         "--save-golden",
@@ -203,4 +208,5 @@ def exported(tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     summary["dir"] = Path(out)
+    summary["checkpoint"] = Path(finetuned_checkpoint)
     return summary

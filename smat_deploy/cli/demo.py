@@ -1,4 +1,4 @@
-"""``smat-deploy demo``: the README's main job on built-in defaults."""
+"""``smat-deploy demo``: the README's main job, from the reference model to a report folder."""
 
 from __future__ import annotations
 
@@ -6,44 +6,87 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
+from tqdm import tqdm
 
-from smat_deploy import images, prompts
 from smat_deploy.cli._options import CheckpointOption, SeedOption
 from smat_deploy.cli.app import app
-from smat_deploy.data.synthetic import make_composite
-from smat_deploy.matting import predict_alpha
-from smat_deploy.model import describe_weights, load_model
+from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.demo import DemoConfig, parse_precisions, run_demo, summary_text
+from smat_deploy.export.pipeline import prepare_output_dir
+
+DEMO_EPILOG = """Examples:
+
+  smat-deploy demo                                   # built-in weights; float32 + fp16 + int8; demo_out/report.md
+
+  smat-deploy demo -c smat.pth --precisions none --out report/
+
+  smat-deploy demo --reuse --iters 5                 # keep export/ artifacts made from the same weights
+
+Stages: export float32 ONNX (graph checks, parity on 8 cases) -> fp16/int8 variants (TensorRT engines
+where TensorRT and a GPU are present) -> every engine on a demo photo (auto and click) -> bench.
+Takes several minutes on a small CPU (the INT8 calibration is the longest step).
+"""
 
 
-@app.command(epilog="Example:  smat-deploy demo --out demo_out/")
+@app.command(epilog=DEMO_EPILOG)
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the sample, its alphas and cutouts.")] = Path("demo_out"),
+    out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json and the pictures.")] = Path(
+        "demo_out"
+    ),
     checkpoint: CheckpointOption = None,
     seed: SeedOption = 0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
+    precisions: Annotated[
+        str, typer.Option(help="Variants besides float32: fp16, int8 (both INT8 files), comma-separated, or none.")
+    ] = "fp16,int8",
+    export_dir: Annotated[Path, typer.Option(help="Where the ONNX files go (as for export).")] = Path("export"),
+    engines_dir: Annotated[Path, typer.Option(help="Where TensorRT engines go when TensorRT is present.")] = Path(
+        "engines"
+    ),
+    calib: Annotated[Path, typer.Option(help="Calibration set for fp16/int8; built with defaults if empty.")] = Path(
+        "calib_data"
+    ),
+    size: Annotated[int, typer.Option(help="Square image side for bench.")] = 518,
+    iters: Annotated[int, typer.Option(help="Timed bench calls per engine.")] = 3,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse", help="Keep ONNX files in --export-dir made by this version from the same weights (checked)."
+        ),
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of text.")] = False,
 ) -> None:
-    """Matte a generated sample photo automatically and with a click; write alphas and cutouts."""
-    out.mkdir(parents=True, exist_ok=True)
-    sample = make_composite((378, 504), seed=seed)
-    images.save_rgb(out / "sample.png", sample.image)
-    images.save_alpha(out / "sample_true_alpha.png", sample.alpha)
-    ys, xs = np.nonzero(sample.alpha > 0.99)
-    click = prompts.Point(float(np.median(xs)), float(np.median(ys)))
-    model = load_model(checkpoint, seed=seed)
-    rows = []
-    for name, prompt_list in (("auto", []), ("point", [click])):
-        prompt_mask = prompts.rasterize(prompt_list, sample.image.shape[:2])
-        alpha = predict_alpha(model, sample.image, prompt_mask)
-        alpha_path = images.save_alpha(out / f"alpha_{name}.png", alpha)
-        cutout_path = images.save_cutout(out / f"cutout_{name}.png", sample.image, alpha)
-        mad = float(np.abs(alpha - sample.alpha).mean())
-        rows.append({"mode": name, "alpha": str(alpha_path), "cutout": str(cutout_path), "mad_vs_truth": round(mad, 4)})
-    weights = describe_weights(checkpoint, seed)
+    """Export, make fp16/int8 variants, compare every engine with the reference, bench, and write a report."""
+    if size < 14 or iters < 1:
+        raise SmatError("--size must be at least 14 and --iters at least 1")
+    config = DemoConfig(
+        out=prepare_output_dir(out),
+        checkpoint=checkpoint,
+        seed=seed,
+        export_dir=export_dir,
+        engines_dir=engines_dir,
+        calib=calib,
+        precisions=parse_precisions(precisions),
+        bench_size=size,
+        iters=iters,
+        reuse=reuse,
+    )
+    bars: list[tqdm] = []
+
+    def progress(total: int):
+        bars.append(tqdm(total=total, desc="bench", unit="call", dynamic_ncols=True, leave=False))
+        return lambda: bars[-1].update(1)
+
+    try:
+        report = run_demo(config, log=lambda message: typer.echo(message, err=True), progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     if json_output:
-        typer.echo(json.dumps({"weights": weights, "results": rows}))
+        typer.echo(json.dumps(report.as_dict(), default=str))
         return
-    typer.echo(f"weights: {weights}")
-    for row in rows:
-        typer.echo(f"  {row['mode']:<6} MAD vs true alpha {row['mad_vs_truth']:.4f}  {row['alpha']}  {row['cutout']}")
+    typer.echo(f"weights: {report.weights}")
+    typer.echo(summary_text(report))
+    for note in report.notes:
+        typer.echo(note)
+    typer.echo(f"report: {report.report_path}")

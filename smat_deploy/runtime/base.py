@@ -166,6 +166,13 @@ class Backend(ABC):
         """
 
 
+def as_torch(array: Array) -> torch.Tensor:
+    """A torch view of a numpy array (a copy only when the array is read-only), or the tensor itself."""
+    if isinstance(array, torch.Tensor):
+        return array
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def torch_device(device: str) -> torch.device:
     """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a torch device, with a one-line error for anything else."""
     try:

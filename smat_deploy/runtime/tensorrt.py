@@ -29,6 +29,7 @@ from smat_deploy.runtime.base import (
     Backend,
     Limits,
     TensorSpec,
+    as_torch,
     check_contract,
     sidecar_precision,
     torch_device,
@@ -195,5 +196,4 @@ class TensorRTBackend(Backend):
 
 def _on_device(array: Array, device: torch.device) -> torch.Tensor:
     """A contiguous float32 CUDA tensor on ``device``: host data is uploaded, device data is used in place."""
-    tensor = torch.from_numpy(array) if not isinstance(array, torch.Tensor) else array
-    return tensor.to(device=device, dtype=torch.float32, non_blocking=True).contiguous()
+    return as_torch(array).to(device=device, dtype=torch.float32, non_blocking=True).contiguous()

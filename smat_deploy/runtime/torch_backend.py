@@ -15,7 +15,7 @@ import torch
 
 from smat_deploy.errors import SmatError
 from smat_deploy.model import SMat, describe_weights, load_model
-from smat_deploy.runtime.base import Array, Backend, torch_device
+from smat_deploy.runtime.base import Array, Backend, as_torch, torch_device
 
 #: The name that opens the reference with the built-in default weights.
 TORCH_ENGINE = "torch"
@@ -63,8 +63,6 @@ class TorchBackend(Backend):
 
     def run(self, image: Array, prompt: Array, state: Array) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        tensors = [
-            (torch.from_numpy(a) if not isinstance(a, torch.Tensor) else a).to(device) for a in (image, prompt, state)
-        ]
+        tensors = [as_torch(a).to(device) for a in (image, prompt, state)]
         with torch.inference_mode():
             return self.model(*tensors)

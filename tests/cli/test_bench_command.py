@@ -123,6 +123,7 @@ def test_an_engine_that_breaks_the_contract_fails_before_anything_runs(run_cli, 
 def test_exported_model_against_the_reference_side_by_side(run_cli, exported):
     onnx_path = exported["dir"] / "smat.onnx"
     args = ["--engine", "torch", "--engine", onnx_path, "--sizes", "70x56", "--warmup", "0", "--iters", "1"]
+    args += ["--checkpoint", exported["checkpoint"]]
     result = run_cli("bench", *args, "--matmul-size", "256", "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -133,4 +134,4 @@ def test_exported_model_against_the_reference_side_by_side(run_cli, exported):
     assert onnx_row["speedup_vs_first"] == pytest.approx(torch_row["p50_ms"] / onnx_row["p50_ms"])
     assert onnx_row["artifact_mb"] == pytest.approx(onnx_path.stat().st_size / 1e6)
     assert [row["engine"] for row in report["overhead"]] == [str(onnx_path)]
-    assert "NOT trained" in report["reference"]
+    assert str(exported["checkpoint"]) in report["reference"]

@@ -159,9 +159,9 @@ def test_folder_mode_refuses_what_cannot_work(run_cli, tmp_path, photo_folder, t
 
 
 @pytest.mark.heavy
-def test_onnx_engine_matches_the_default_torch_engine(run_cli, tmp_path, exported):
+def test_onnx_engine_matches_the_torch_engine_with_the_same_weights(run_cli, tmp_path, exported):
     photo = _photo(tmp_path / "photo.png", 9, size=(83, 121))
-    reference = run_cli("matte", photo, "--point", "60,40", "-o", tmp_path / "torch.png")
+    reference = run_cli("matte", photo, "--point", "60,40", "-o", tmp_path / "torch.png", "-c", exported["checkpoint"])
     onnx_run = run_cli(
         "matte", photo, "--point", "60,40", "-o", tmp_path / "onnx.png", "--engine", exported["dir"] / "smat.onnx"
     )

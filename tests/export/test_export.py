@@ -31,7 +31,8 @@ def test_writes_a_plain_onnx_model_and_a_complete_manifest(exported):
     assert manifest["opset"] == 18
     assert {"smat_deploy", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
     assert manifest["export_seconds"] > 0 and manifest["exported_at"]
-    assert "NOT trained" in manifest["source"]["weights"] and manifest["source"]["checkpoint"] is None
+    assert manifest["source"]["checkpoint"] == str(exported["checkpoint"])
+    assert manifest["source"]["checkpoint_sha256"] == sha256_of(exported["checkpoint"])
     assert manifest["model_config"]["backbone"]["embed_dim"] == 384
     assert all(c["passed"] for c in manifest["graph_checks"]) and len(manifest["graph_checks"]) == 7
 
@@ -76,7 +77,8 @@ def test_onnx_on_an_odd_sized_photo_matches_smat_deploy_matte(exported, run_cli,
     rng = np.random.default_rng(5)
     photo = np.clip(rng.random((1, 1, 3)) * 0.5 + rng.random((83, 121, 3)) * 0.5, 0, 1)
     Image.fromarray((photo * 255).astype(np.uint8)).save(tmp_path / "odd.png")
-    result = run_cli("matte", tmp_path / "odd.png", "--point", "60,40", "-o", tmp_path / "alpha.png")
+    args = ("--point", "60,40", "-o", tmp_path / "alpha.png", "-c", exported["checkpoint"])
+    result = run_cli("matte", tmp_path / "odd.png", *args)
     assert result.code == 0, result.stderr
     cli_alpha = np.asarray(Image.open(tmp_path / "alpha.png")).astype(np.float32) / 255
 

@@ -22,8 +22,8 @@ def onnx_runtime(exported):
 
 
 @pytest.fixture(scope="module")
-def reference(varying_model):
-    return Runtime.open(varying_model, device="cpu")
+def reference(finetuned_model):
+    return Runtime.open(finetuned_model, device="cpu")  # the weights `exported` was made from
 
 
 def test_onnx_runtime_matches_the_reference_for_every_input_form(onnx_runtime, reference):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from multiprocessing.pool import ThreadPool
 
 import numpy as np
@@ -33,6 +34,19 @@ def test_module_runtime_equals_the_reference_model(reference, varying_model):
     automatic = reference(torch.from_numpy(PHOTO))
     assert isinstance(automatic, torch.Tensor)
     np.testing.assert_array_equal(automatic.numpy(), predict_alpha(varying_model, PHOTO.astype(np.float32) / 255))
+
+
+def test_read_only_arrays_run_without_a_warning_and_stay_untouched(reference):
+    photo = PHOTO.astype(np.float32) / 255
+    frozen = photo.copy()
+    frozen.flags.writeable = False
+    mask = P.rasterize([P.Point(30, 20, radius=6)], (45, 59))
+    mask.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when handed a non-writable numpy array
+        alpha = reference(frozen, mask)
+    np.testing.assert_array_equal(alpha, reference(photo, mask.copy()))
+    np.testing.assert_array_equal(frozen, photo)
 
 
 def test_checkpoint_runtime_equals_the_module_and_reports_itself(reference, varying_model, tmp_path):

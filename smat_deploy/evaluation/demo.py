@@ -1,0 +1,392 @@
+"""The ``demo`` job: export, precision variants, engines, parity, bench, and a report folder.
+
+Every stage reuses the package's own pieces (the export pipeline, the precision variants, the
+TensorRT builder, ``Runtime``, ``bench``), so the demo shows exactly what the individual commands do.
+The report is ``OUT/report.md`` (plus ``report.json``) with the pictures beside it: the input, the
+prompt overlay, every engine's alpha, the reference cutouts and each engine's difference heatmap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from smat_deploy import __version__, images, prompts
+from smat_deploy._files import atomic_output, sha256_of
+from smat_deploy._table import format_table, markdown_table
+from smat_deploy.data.synthetic import make_composite
+from smat_deploy.engines.tensorrt_build import tensorrt_status
+from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.figures import save_heatmap, save_overlay
+from smat_deploy.export.manifest import manifest_path_for, read_manifest
+from smat_deploy.model import describe_weights
+from smat_deploy.runtime.torch_backend import TORCH_ENGINE
+
+#: ``--precisions`` names -> the variants they make (``int8`` makes both INT8 files, like ``export --int8``).
+PRECISION_CHOICES = {"fp16": ("fp16",), "int8": ("int8", "int8_cpu")}
+SAMPLE_SIZE = (378, 504)  # height, width of the demo photo: not square, not a multiple of 14
+MODES = ("auto", "point")
+BENCH_COLUMNS = (
+    *("engine", "status", "precision", "size", "p50_ms", "p90_ms", "images_per_s", "speedup_vs_first"),
+    *("gflops", "of_matmul", "peak_rss_mb", "mad_vs_ref"),
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class DemoConfig:
+    out: Path = Path("demo_out")
+    checkpoint: Path | None = None
+    seed: int = 0
+    export_dir: Path = Path("export")
+    engines_dir: Path = Path("engines")
+    calib: Path = Path("calib_data")
+    precisions: tuple[str, ...] = ("fp16", "int8")
+    bench_size: int = 518
+    iters: int = 3
+    reuse: bool = False
+
+
+@dataclass
+class Engine:
+    """One engine the demo compares: the reference, an ONNX file or a TensorRT engine."""
+
+    label: str
+    engine: str  # what Runtime.open and bench take
+    precision: str
+    size_bytes: int | None
+    made_in_s: float | None = None
+    reused: bool = False
+    status: str = "ok"
+
+
+@dataclass
+class DemoReport:
+    weights: str
+    trained: bool
+    engines: list[Engine]
+    stages: list[dict] = field(default_factory=list)
+    sample: list[dict] = field(default_factory=list)
+    bench: dict | None = None
+    parity: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+
+    def summary_rows(self) -> list[dict]:
+        bench_rows = {row["engine"]: row for row in (self.bench or {}).get("rows", [])}
+        rows = []
+        for engine in self.engines:
+            mine = [s for s in self.sample if s["engine"] == engine.label]
+            bench = bench_rows.get(engine.engine, {})
+            rows.append(
+                {
+                    "engine": engine.label,
+                    "precision": engine.precision,
+                    "status": engine.status,
+                    "MB": None if engine.size_bytes is None else round(engine.size_bytes / 1e6, 1),
+                    "made_in_s": None if engine.made_in_s is None else round(engine.made_in_s, 1),
+                    "max_abs_vs_ref": max(
+                        (s["max_abs_vs_ref"] for s in mine if s["max_abs_vs_ref"] is not None), default=None
+                    ),
+                    "MAD_vs_truth": float(np.mean([s["mad_vs_truth"] for s in mine])) if mine else None,
+                    "ms_per_image": None if not bench.get("p50_ms") else round(bench["p50_ms"], 1),
+                    "speedup_vs_torch": None
+                    if not bench.get("speedup_vs_first")
+                    else round(bench["speedup_vs_first"], 2),
+                }
+            )
+        return rows
+
+    def as_dict(self) -> dict:
+        return {
+            "weights": self.weights,
+            "trained_weights": self.trained,
+            "summary": self.summary_rows(),
+            "engines": [vars(e) for e in self.engines],
+            "stages": self.stages,
+            "sample": self.sample,
+            "parity": self.parity,
+            "bench": self.bench,
+            "notes": self.notes,
+            "report": None if self.report_path is None else str(self.report_path),
+        }
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    """``"fp16,int8"`` -> the extra precisions; ``""`` or ``"none"`` -> float32 only."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if names in ([], ["none"]):
+        return ()
+    unknown = [n for n in names if n not in PRECISION_CHOICES]
+    if unknown:
+        raise SmatError(f"--precisions: unknown {unknown[0]!r} (choose from {', '.join(PRECISION_CHOICES)}, or none)")
+    return tuple(dict.fromkeys(names))
+
+
+def _source(checkpoint: Path | None, seed: int) -> dict:
+    return {
+        "checkpoint_sha256": sha256_of(checkpoint) if checkpoint else None,
+        "weights": describe_weights(checkpoint, seed) if checkpoint is None else None,
+    }
+
+
+def _reusable(path: Path, source: dict, derived_from: Path | None = None) -> dict | None:
+    """The manifest of ``path`` when it was made by this version from the same weights (and file)."""
+    manifest = read_manifest(manifest_path_for(path)) if path.is_file() else None
+    if not manifest or manifest.get("sha256") != sha256_of(path):
+        return None
+    if (manifest.get("versions") or {}).get("smat_deploy") != __version__:
+        return None
+    made_from = manifest.get("source") or {}
+    if made_from.get("checkpoint_sha256") != source["checkpoint_sha256"]:
+        return None
+    if source["weights"] is not None and made_from.get("weights") != source["weights"]:
+        return None
+    if derived_from is not None and (manifest.get("derived_from") or {}).get("sha256") != sha256_of(derived_from):
+        return None
+    return manifest
+
+
+class _Stages:
+    """Times each stage and records it for the report."""
+
+    def __init__(self, report: DemoReport, log: Log) -> None:
+        self.report, self.log = report, log
+
+    def run(self, name: str, work: Callable[[], object]) -> object:
+        self.log(f"[{len(self.report.stages) + 1}] {name}")
+        start = time.perf_counter()
+        result = work()
+        self.report.stages.append({"stage": name, "seconds": round(time.perf_counter() - start, 1)})
+        return result
+
+
+def _export(config: DemoConfig, source: dict, log: Log) -> Engine:
+    from smat_deploy.export.pipeline import ONNX_NAME, export_float32
+
+    path = config.export_dir / ONNX_NAME
+    if config.reuse and (manifest := _reusable(path, source)) is not None:
+        log(f"    reusing {path} (same weights, smat-deploy {__version__})")
+        return Engine("onnx float32", str(path), "float32", path.stat().st_size, manifest.get("export_seconds"), True)
+    result = export_float32(
+        checkpoint=config.checkpoint, output_dir=config.export_dir, seed=config.seed, log=lambda m: log(f"    {m}")
+    )
+    return Engine("onnx float32", str(result.onnx_path), "float32", result.size_bytes, result.export_seconds)
+
+
+def _calibration(config: DemoConfig, log: Log):
+    from smat_deploy.engines.calibration import DEFAULT_SYNTHETIC, build_calibration_set, load_calibration_set
+
+    if (config.calib / "index.json").is_file():
+        return load_calibration_set(config.calib)
+    log(f"    no calibration set in {config.calib}/: building the default one")
+    return build_calibration_set(config.calib, synthetic=DEFAULT_SYNTHETIC)
+
+
+def _variants(config: DemoConfig, float32: Engine, source: dict, log: Log) -> tuple[list[Engine], list[str]]:
+    from smat_deploy.evaluation.precision import VARIANT_FILES, make_variant
+
+    engines, notes = [], []
+    kinds = [kind for name in config.precisions for kind in PRECISION_CHOICES[name]]
+    calibration = None
+    for kind in kinds:
+        path = config.export_dir / VARIANT_FILES[kind]
+        if config.reuse and (manifest := _reusable(path, source, Path(float32.engine))) is not None:
+            log(f"    reusing {path}")
+            engines.append(
+                Engine(f"onnx {kind}", str(path), kind, path.stat().st_size, manifest["conversion_seconds"], True)
+            )
+            continue
+        calibration = calibration or _calibration(config, log)
+        variant = make_variant(
+            kind, float32.engine, calibration, engines_dir=config.engines_dir, log=lambda m: log(f"    {m}")
+        )
+        engines.append(Engine(f"onnx {kind}", str(variant.path), kind, variant.size_bytes, variant.seconds))
+        if variant.engine:
+            plan = Path(variant.engine)
+            engines.append(Engine(f"tensorrt {kind}", str(plan), kind, plan.stat().st_size))
+        notes += variant.notes
+    if not kinds:
+        available, reason = tensorrt_status()
+        notes.append("no precision variants requested" + ("" if available else f"; TensorRT: {reason}"))
+    return engines, sorted(set(notes))
+
+
+def _sample(seed: int):
+    composite = make_composite(SAMPLE_SIZE, seed=seed)
+    ys, xs = np.nonzero(composite.alpha > 0.99)
+    if len(xs) == 0:
+        raise SmatError("the demo composite has no opaque pixel to click on (try another --seed)")
+    click = prompts.Point(float(np.median(xs)), float(np.median(ys)))
+    masks = {"auto": np.zeros(SAMPLE_SIZE, np.float32), "point": prompts.rasterize([click], SAMPLE_SIZE)}
+    return composite, masks
+
+
+def _slug(label: str) -> str:
+    return label.replace(" ", "_")
+
+
+def _matte_sample(config: DemoConfig, engines: list[Engine], log: Log) -> list[dict]:
+    """Every engine on the demo photo, automatic and with a click; pictures and differences."""
+    from smat_deploy.runtime import Runtime
+
+    composite, masks = _sample(config.seed)
+    out = config.out
+    images.save_rgb(out / "input.png", composite.image)
+    images.save_alpha(out / "true_alpha.png", composite.alpha)
+    save_overlay(out / "prompt_point.png", composite.image, masks["point"])
+    reference: dict[str, np.ndarray] = {}
+    rows = []
+    for engine in engines:
+        try:
+            runtime = Runtime.open(engine.engine, seed=config.seed)
+        except SmatError as err:
+            engine.status = f"unavailable: {err}"
+            log(f"    {engine.label}: {engine.status}")
+            continue
+        for mode in MODES:
+            alpha = np.asarray(runtime(composite.image, masks[mode] if mode == "point" else None), np.float32)
+            images.save_alpha(out / f"alpha_{_slug(engine.label)}_{mode}.png", alpha)
+            row = {
+                "engine": engine.label,
+                "mode": mode,
+                "mad_vs_truth": float(np.abs(alpha - composite.alpha).mean()),
+                "max_abs_vs_ref": None,
+                "mean_abs_vs_ref": None,
+            }
+            if engine.engine in (TORCH_ENGINE, str(config.checkpoint)):
+                reference[mode] = alpha
+                images.save_cutout(out / f"cutout_{mode}.png", composite.image, alpha)
+            else:
+                diff = np.abs(alpha - reference[mode])
+                row["max_abs_vs_ref"], row["mean_abs_vs_ref"] = float(diff.max()), float(diff.mean())
+                save_heatmap(
+                    out / f"diff_{_slug(engine.label)}_{mode}.png",
+                    diff,
+                    f"|{engine.label} - reference|, {mode} (max {diff.max():.1e})",
+                )
+            rows.append(row)
+        log(f"    {engine.label}: " + ", ".join(f"{r['mode']} MAD vs truth {r['mad_vs_truth']:.4f}" for r in rows[-2:]))
+    return rows
+
+
+def _bench(config: DemoConfig, engines: list[Engine], log: Log, progress) -> dict:
+    from smat_deploy.evaluation.bench import BenchConfig, Size, run_bench
+
+    bench_config = BenchConfig(
+        engines=[e.engine for e in engines if e.status == "ok"],
+        sizes=[Size(config.bench_size, config.bench_size)],
+        iters=config.iters,
+        warmup=1,
+        checkpoint=config.checkpoint,
+        seed=config.seed,
+    )
+    return run_bench(bench_config, progress).as_dict()
+
+
+def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None) -> DemoReport:
+    """Run every stage and write ``config.out/report.md``; ``progress`` is bench's progress factory."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    weights = describe_weights(config.checkpoint, config.seed)
+    report = DemoReport(weights=weights, trained=config.checkpoint is not None, engines=[])
+    source = _source(config.checkpoint, config.seed)
+    stages = _Stages(report, log)
+    log(f"weights: {weights}")
+    reference = Engine(
+        "torch reference",
+        str(config.checkpoint) if config.checkpoint else TORCH_ENGINE,
+        "float32",
+        None if config.checkpoint is None else config.checkpoint.stat().st_size,
+    )
+    float32 = stages.run("export float32 ONNX (graph checks, parity on 8 cases)", lambda: _export(config, source, log))
+    variants, notes = stages.run(
+        "precision variants: " + (", ".join(config.precisions) or "none"),
+        lambda: _variants(config, float32, source, log),
+    )
+    report.engines = [reference, float32, *variants]
+    report.notes += notes
+    report.sample = stages.run(
+        "matte the demo photo with every engine", lambda: _matte_sample(config, report.engines, log)
+    )
+    report.bench = stages.run(
+        f"bench at {config.bench_size}x{config.bench_size}", lambda: _bench(config, report.engines, log, progress)
+    )
+    report.report_path = write_report(config, report)
+    return report
+
+
+def _image(name: str, caption: str) -> str:
+    return f"![{caption}]({name})"
+
+
+def write_report(config: DemoConfig, report: DemoReport) -> Path:
+    """``report.md`` (and ``report.json``) in ``config.out``, written atomically."""
+    lines = ["# smat-deploy demo report", ""]
+    lines.append(f"**Weights:** {report.weights}")
+    if not report.trained:
+        lines += [
+            "",
+            "> These are the untrained built-in weights: the mattes show that every engine reproduces the "
+            "reference model, not matting quality. Run `smat-deploy demo --checkpoint smat.pth` with a real "
+            "checkpoint for real mattes.",
+        ]
+    lines += ["", f"smat-deploy {__version__}. " + " ".join(report.notes), "", "## Summary", ""]
+    lines.append(markdown_table(report.summary_rows()))
+    lines += [
+        "",
+        "`max_abs_vs_ref`: largest |alpha difference| against the PyTorch reference on the demo photo "
+        "(both modes); `MAD_vs_truth`: mean |alpha - true alpha| of the synthetic photo; `ms_per_image`, "
+        f"`speedup_vs_torch`: `bench` at {config.bench_size}x{config.bench_size}, batch 1, median of "
+        f"{config.iters} calls, each engine in its own process.",
+        "",
+        "## The demo photo",
+        "",
+        "| input | click prompt | true alpha |",
+        "|---|---|---|",
+        f"| {_image('input.png', 'input')} | {_image('prompt_point.png', 'point prompt')} | "
+        f"{_image('true_alpha.png', 'true alpha')} |",
+        "",
+        "| mode | reference alpha | reference cutout |",
+        "|---|---|---|",
+    ]
+    for mode in MODES:
+        lines.append(
+            f"| {mode} | {_image(f'alpha_torch_reference_{mode}.png', 'alpha')} | "
+            f"{_image(f'cutout_{mode}.png', 'cutout')} |"
+        )
+    lines += [
+        "",
+        "## Every engine against the reference",
+        "",
+        "| engine | mode | alpha | difference |",
+        "|---|---|---|---|",
+    ]
+    for row in report.sample:
+        if row["max_abs_vs_ref"] is None:
+            continue
+        slug = _slug(row["engine"])
+        lines.append(
+            f"| {row['engine']} | {row['mode']} | {_image(f'alpha_{slug}_{row["mode"]}.png', 'alpha')} | "
+            f"{_image(f'diff_{slug}_{row["mode"]}.png', 'difference')} |"
+        )
+    if report.bench:
+        lines += ["", "## Bench", "", f"Machine: {json.dumps(report.bench['machine'])}", ""]
+        lines.append(markdown_table(report.bench["rows"], BENCH_COLUMNS))
+    lines += ["", "## Stages", "", markdown_table(report.stages), ""]
+    markdown = "\n".join(lines)
+    path = config.out / "report.md"
+    with atomic_output(path) as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
+    with atomic_output(config.out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def summary_text(report: DemoReport) -> str:
+    return format_table(report.summary_rows())
