@@ -37,7 +37,7 @@ from smat_deploy.evaluation.parity_data import (
     parse_prompt_kinds,
 )
 from smat_deploy.export.manifest import manifest_path_for, read_manifest
-from smat_deploy.model import describe_weights
+from smat_deploy.model import SMat, describe_weights
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
@@ -316,6 +316,7 @@ def run_parity_check(
     *,
     prompts: str | Sequence[str] = (*DERIVED_KINDS, "file"),
     checkpoint: str | os.PathLike[str] | None = None,
+    reference_model: SMat | None = None,
     seed: int = 0,
     device: str = "auto",
     threads: int | None = None,
@@ -331,13 +332,17 @@ def run_parity_check(
 ) -> ParityResult:
     """Compare ``engine`` with the PyTorch reference on ``data``; see the module docstring.
 
-    ``data``: a calibration set or photo folder; None picks a default (``calib_data/``, then the shared
-    photos, then generated composites). ``prompts``: kinds to run (``none,point,box,scribble,mask,file``).
-    ``tolerance``/``mean_tolerance``: bounds on max/mean |diff| per kind (default: by precision).
-    ``max_size``: cap on the long side (None: full size). ``limit``: at most this many images.
-    ``out_dir``: heatmaps of the ``worst`` samples and ``parity.json`` (None: write nothing).
-    ``progress(total)`` returns a callable ticked after each sample; ``on_skip(item, reason)`` hears
-    about data that was skipped (default: a warning). Bad input raises :class:`SmatError`.
+    ``data``: a calibration set or photo folder; None picks a default (``calib_data/``, then the
+    shared photos, then generated composites). ``prompts``: kinds to run
+    (``none,point,box,scribble,mask,file``). ``checkpoint``: the reference's weights (default: what
+    the engine's manifest records, else the built-in ones with ``seed``). ``reference_model``: an SMat
+    module already holding those weights, to save loading them again (which weights they are is then
+    the caller's word). ``tolerance``/``mean_tolerance``: bounds on max/mean |diff| per prompt kind
+    (default: by the engine's precision, :data:`TOLERANCES`). ``max_size``: cap on the long side
+    (None: full size). ``limit``: at most this many images. ``out_dir``: heatmaps of the ``worst``
+    samples and ``parity.json`` (None: write nothing). ``progress(total)`` returns a callable ticked
+    after each sample; ``on_skip(item, reason)`` hears about data that was skipped (default: a
+    warning). Bad input raises :class:`SmatError`; a tolerance exceeded is ``result.passed == False``.
     """
     kinds = parse_prompt_kinds(prompts)
     if worst < 0:
@@ -369,7 +374,9 @@ def run_parity_check(
     for note in reference.warnings:
         warnings.warn(note, stacklevel=2)
     log(f"reference: {reference.weights}")
-    reference_runtime = Runtime.open(reference.engine, device=device, threads=threads, seed=seed)
+    reference_runtime = Runtime.open(
+        reference.engine if reference_model is None else reference_model, device=device, threads=threads, seed=seed
+    )
     max_tol, mean_tol, why = default_tolerances(info.precision)
     result = ParityResult(
         engine=info.as_dict(),
