@@ -66,12 +66,14 @@ def default_tolerances(precision: str) -> tuple[float, float, str]:
 
 
 # -- the reference's weights ------------------------------------------------------------------------------
-def engine_source(engine: str | os.PathLike[str]) -> tuple[dict | None, Path | None]:
+def engine_source(engine: str | os.PathLike[str] | SMat) -> tuple[dict | None, Path | None]:
     """``(manifest "source" record, manifest path)``: which weights an engine was exported from, when recorded.
 
     An ONNX file's sidecar has it; a TensorRT engine's sidecar names its source ONNX, whose sidecar has it.
     """
-    if engine == TORCH_ENGINE or Path(engine).suffix.lower() in (".pth", ".pt"):
+    if not isinstance(engine, str | os.PathLike) or engine == TORCH_ENGINE:
+        return None, None  # the torch engine or an SMat module: no manifest
+    if Path(engine).suffix.lower() in (".pth", ".pt"):
         return None, None
     path = manifest_path_for(engine)
     try:
@@ -141,7 +143,11 @@ def resolve_reference(
         return Reference(str(found), str(found), True, f"recorded in {manifest}", tuple(notes))
     weights = describe_weights(None, seed)
     if source is None:
-        why = "no manifest records the engine's weights" if engine != TORCH_ENGINE else "the torch engine"
+        why = (
+            "the torch engine"
+            if isinstance(engine, SMat) or engine == TORCH_ENGINE
+            else "no manifest records the engine's weights"
+        )
         return Reference(TORCH_ENGINE, weights, False, f"default ({why})")
     if source.get("weights") and source["weights"] != weights:
         notes.append(f"{manifest} records the weights as {source['weights']!r}; the reference uses {weights!r}")
@@ -311,7 +317,7 @@ def write_heatmap(
 
 
 def run_parity_check(
-    engine: str | os.PathLike[str],
+    engine: str | os.PathLike[str] | SMat,
     data: str | os.PathLike[str] | None = None,
     *,
     prompts: str | Sequence[str] = (*DERIVED_KINDS, "file"),
@@ -365,7 +371,7 @@ def run_parity_check(
     for sample in found.samples:  # an image the engine cannot take fails the run before anything runs
         height, width = sample.prompt.shape
         try:
-            limits.check(1, height, width, source=str(engine))
+            limits.check(1, height, width, source=info.engine)
         except SmatError as err:
             raise SmatError(
                 f"{sample.name} is {width}x{height} at --max-size {max_size}: {err}; lower --max-size"
