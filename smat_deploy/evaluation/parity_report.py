@@ -373,9 +373,8 @@ def run_parity_check(
         try:
             limits.check(1, height, width, source=info.engine)
         except SmatError as err:
-            raise SmatError(
-                f"{sample.name} is {width}x{height} at --max-size {max_size}: {err}; lower --max-size"
-            ) from None
+            at = f"at --max-size {max_size}" if max_size else "at full size"
+            raise SmatError(f"{sample.name} is {width}x{height} {at}: {err}; lower --max-size") from None
     reference = resolve_reference(engine, checkpoint, seed)
     for note in reference.warnings:
         warnings.warn(note, stacklevel=2)
