@@ -216,3 +216,43 @@ def test_real_export_passes_on_a_calibration_set(run_cli, tmp_path, exported, fa
     assert 0 < record["max_abs"] <= 1e-4
     assert min(s["alpha_std"] for s in record["samples"]) > 0.01  # real mattes, not a constant
     assert len(record["ground_truth_rows"]) == 10 and len(record["heatmaps"]) == 3
+
+
+def _nan_onnx(path):
+    """A contract model whose alpha is 0/0 everywhere."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["batch", 1, "height", "width"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["image", "axis"], ["grey"], keepdims=1),
+            helper.make_node("Sub", ["grey", "grey"], ["zero"]),
+            helper.make_node("Div", ["zero", "zero"], ["alpha"]),
+        ],
+        "nan_smat",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"]),
+            helper.make_tensor_value_info("prompt", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("alpha", TensorProto.FLOAT, shape)],
+        initializer=[helper.make_tensor("axis", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_nan_output_fails_whatever_the_tolerance(tmp_path, photos, varying_model):
+    engine = _nan_onnx(tmp_path / "nan.onnx")
+    result = run_parity_check(
+        engine, photos, prompts="none", reference_model=varying_model, tolerance=1.0, mean_tolerance=1.0, worst=1,
+        out_dir=tmp_path / "out",
+    )  # fmt: skip
+    assert not result.passed and result.rows[0]["nonfinite"] == 42 * 56 + 56 * 42
+    assert result.failures == [f"none: {42 * 56 + 56 * 42} NaN/Inf values"]
+    assert result.max_abs == 1.0  # a NaN pixel counts as the whole alpha range
+    record = json.loads((tmp_path / "out" / "parity.json").read_text(), parse_constant=pytest.fail)  # no NaN/Infinity
+    assert record["samples"][0]["nonfinite"] == 42 * 56
