@@ -1,5 +1,5 @@
-"""``run_parity_check`` and ``smat-deploy parity``: numbers recomputed independently, the failing and passing
-exits, heatmaps, the reference's weights, and bad input (one ``error:`` line, exit 2)."""
+"""``run_parity_check``: differences and metrics recomputed independently, tolerances, NaN outputs, heatmaps,
+and which weights the reference uses."""
 
 from __future__ import annotations
 
@@ -11,38 +11,10 @@ import torch
 from PIL import Image
 
 from smat_deploy import images
-from smat_deploy.engines.calibration import build_calibration_set
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.metrics import matting_metrics, mean_metrics
 from smat_deploy.evaluation.parity_report import resolve_reference, run_parity_check
 from smat_deploy.model import describe_weights
-from smat_deploy.runtime import torch_backend
-
-
-@pytest.fixture
-def fast_reference(monkeypatch, varying_model):
-    """The built-in default weights (seed 0) without recomputing them in every in-process CLI run."""
-    real = torch_backend.load_model
-
-    def load(checkpoint=None, *, seed=0):
-        return varying_model if checkpoint is None and seed == 0 else real(checkpoint, seed=seed)
-
-    monkeypatch.setattr(torch_backend, "load_model", load)
-
-
-@pytest.fixture
-def photos(tmp_path):
-    """Two small photos, one with a ground-truth alpha (box-shaped foreground), one without."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for name, size in (("cat.png", (42, 56)), ("dog.png", (56, 42))):
-        Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(folder / name)
-    alpha = np.zeros((42, 56), np.uint8)
-    alpha[8:30, 12:44] = 255
-    alpha[30:34, 12:44] = 100  # soft rows, below 0.5: not part of the derived box
-    Image.fromarray(alpha).save(folder / "cat_alpha.png")
-    return folder
 
 
 def _reference(model, image, prompt):
@@ -53,10 +25,10 @@ def _reference(model, image, prompt):
 
 
 def test_wrong_engine_fails_with_the_differences_recomputed_independently(
-    tmp_path, photos, tiny_onnx, varying_model, tiny_expected_alpha
+    tmp_path, parity_photos, tiny_onnx, varying_model, tiny_expected_alpha
 ):
     result = run_parity_check(
-        tiny_onnx, photos, prompts="none,box", reference_model=varying_model, out_dir=tmp_path / "out", worst=2
+        tiny_onnx, parity_photos, prompts="none,box", reference_model=varying_model, out_dir=tmp_path / "out", worst=2
     )
     assert not result.passed
     assert [row["prompts"] for row in result.rows] == ["none", "box"] and all(not r["pass"] for r in result.rows)
@@ -64,8 +36,8 @@ def test_wrong_engine_fails_with_the_differences_recomputed_independently(
     # What both models give, computed here: the tiny model is max(mean RGB, prompt * state).
     box = np.zeros((42, 56), np.float32)
     box[8:30, 12:44] = 1  # alpha > 0.5: the 128 rows are not solid
-    cat = images.load_image(photos / "cat.png")
-    dog = images.load_image(photos / "dog.png")
+    cat = images.load_image(parity_photos / "cat.png")
+    dog = images.load_image(parity_photos / "dog.png")
     central = np.zeros((56, 42), np.float32)
     central[17:39, 13:29] = 1
     expected = {}
@@ -74,7 +46,7 @@ def test_wrong_engine_fails_with_the_differences_recomputed_independently(
             state = np.array([[float(mask.any())]], np.float32)
             engine = tiny_expected_alpha(image.transpose(2, 0, 1)[None], mask[None, None], state)[0, 0]
             expected[name, kind] = (engine.astype(np.float64), _reference(varying_model, image, mask))
-    gt = np.asarray(Image.open(photos / "cat_alpha.png"), np.float64) / 255
+    gt = np.asarray(Image.open(parity_photos / "cat_alpha.png"), np.float64) / 255
     for row in result.rows:
         pairs = [v for (name, kind), v in expected.items() if kind == row["prompts"]]
         assert row["samples"] == 2
@@ -100,10 +72,10 @@ def test_wrong_engine_fails_with_the_differences_recomputed_independently(
     assert result.failures[0].startswith("none: max |diff|")
 
 
-def test_tolerances_decide_and_the_reference_itself_passes_exactly(tmp_path, photos, tiny_onnx, varying_model):
+def test_tolerances_decide_and_the_reference_itself_passes_exactly(tmp_path, parity_photos, tiny_onnx, varying_model):
     loose = run_parity_check(
         tiny_onnx,
-        photos,
+        parity_photos,
         prompts="point",
         reference_model=varying_model,
         tolerance=1.0,
@@ -112,12 +84,12 @@ def test_tolerances_decide_and_the_reference_itself_passes_exactly(tmp_path, pho
     )
     assert loose.passed and loose.tolerance_source == "given" and loose.heatmaps == [] and loose.report_path is None
     just_below = loose.rows[0]["max_abs"] * 0.999
-    tight = run_parity_check(
-        tiny_onnx, photos, prompts="point", reference_model=varying_model, tolerance=just_below, mean_tolerance=1.0,
-        out_dir=None,
-    )  # fmt: skip
+    options = {"prompts": "point", "reference_model": varying_model, "mean_tolerance": 1.0, "out_dir": None}
+    tight = run_parity_check(tiny_onnx, parity_photos, tolerance=just_below, **options)
     assert not tight.passed and "max |diff|" in tight.failures[0] and "mean" not in tight.failures[0]
-    same = run_parity_check(varying_model, photos, prompts="none,mask", reference_model=varying_model, out_dir=None)
+    same = run_parity_check(
+        varying_model, parity_photos, prompts="none,mask", reference_model=varying_model, out_dir=None
+    )
     assert same.passed and same.max_abs == 0.0 and all(r["MAD"] == 0.0 for r in same.rows)
 
 
@@ -147,77 +119,6 @@ def test_reference_weights_follow_the_manifest(tmp_path, tiny_onnx_factory):
     assert resolve_reference(engine, None, 0).chosen_by == "default (no manifest records the engine's weights)"
 
 
-# -- the command line -----------------------------------------------------------------------------------------
-def _one_error(result, message):
-    assert result.code == 2, (result.code, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("\r")]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-
-
-def test_cli_wrong_engine_exits_1_with_a_summary_line(run_cli, tmp_path, photos, tiny_onnx, fast_reference):
-    out = tmp_path / "out"
-    result = run_cli(
-        "parity", "--engine", tiny_onnx, "--data", photos, "--prompts", "none", "--out", out, "--worst", "1"
-    )
-    assert result.code == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: parity failed ({tiny_onnx}): none: max |diff|")
-    assert "parity FAIL" in result.stdout and "against ground-truth alpha (1 image(s)" in result.stdout
-    assert "built-in default: seed 0" in result.stdout and "NOT trained" in result.stdout
-    assert len(list(out.glob("worst1_*_none.png"))) == 1
-
-
-def test_cli_passing_run_json_and_skipped_photos(run_cli, tmp_path, photos, fast_reference):
-    result = run_cli("parity", "--engine", "torch", "--data", photos, "--prompts", "box", "--worst", "0", "--json",
-                     "--out", tmp_path / "out")  # fmt: skip
-    assert result.code == 0, result.stderr
-    record = json.loads(result.stdout)
-    assert record["passed"] and record["max_abs"] == 0.0 and record["data"]["samples"] == 2
-    assert record["reference"]["real_weights"] is False and record["heatmaps"] == []
-    (photos / "zz_broken.png").write_bytes(b"\x89PNG broken")
-    skipped = run_cli("parity", "--engine", "torch", "--data", photos, "--prompts", "none", "--out", tmp_path / "o2")
-    assert skipped.code == 2 and "parity PASS" in skipped.stdout
-    assert "warning: skipped zz_broken.png: cannot read image" in skipped.stderr
-    assert "error: 1 input(s) were skipped (of 3 images" in skipped.stderr
-
-
-def test_cli_bad_input_is_one_error_line(run_cli, tmp_path, photos, tiny_onnx, tiny_onnx_factory):
-    fixed = tiny_onnx_factory(tmp_path / "fixed.onnx", size=(28, 28), batch=1)
-    wrong = tiny_onnx_factory(tmp_path / "wrong.onnx", names=("image", "hint", "state", "alpha"))
-    (tmp_path / "model.bin").write_bytes(b"?")
-    cases = [
-        (("--engine", tmp_path / "model.bin"), "unknown engine type 'model.bin'"),
-        (("--engine", wrong), "does not match the SMat contract"),
-        (("--engine", fixed), "cat.png is 56x42 at --max-size 518: height 42 is outside what"),
-        (("--engine", tmp_path / "none.onnx"), "engine not found"),
-        (("--engine", tiny_onnx, "--prompts", "clicks"), "unknown prompt kind(s) clicks"),
-        (("--engine", tiny_onnx, "--data", tmp_path / "nowhere"), "data folder not found"),
-        (("--engine", tiny_onnx, "--max-size", "5"), "--max-size must be at least 14"),
-        (("--engine", tiny_onnx, "--tolerance", "-1"), "--tolerance must be a number >= 0"),
-    ]
-    for args, message in cases:
-        data = () if "--data" in args else ("--data", photos)
-        _one_error(run_cli("parity", *data, *args, "--out", tmp_path / "out"), message)
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.heavy
-def test_real_export_passes_on_a_calibration_set(run_cli, tmp_path, exported, fast_reference):
-    """The float32 ONNX export against the reference it was exported from, on composites with exact alpha."""
-    build_calibration_set(tmp_path / "calib", synthetic=1, size=112)
-    onnx_path = exported["dir"] / "smat.onnx"
-    result = run_cli("parity", "--engine", onnx_path, "--data", tmp_path / "calib", "--out", tmp_path / "out", "--json")
-    assert result.code == 0, result.stderr
-    record = json.loads(result.stdout)
-    assert record["reference"]["chosen_by"] == f"recorded in {exported['dir'] / 'smat.json'}"
-    assert [row["prompts"] for row in record["rows"]] == ["none", "point", "box", "scribble", "mask"]
-    assert 0 < record["max_abs"] <= 1e-4
-    assert min(s["alpha_std"] for s in record["samples"]) > 0.01  # real mattes, not a constant
-    assert len(record["ground_truth_rows"]) == 10 and len(record["heatmaps"]) == 3
-
-
 def _nan_onnx(path):
     """A contract model whose alpha is 0/0 everywhere."""
     import onnx
@@ -245,12 +146,10 @@ def _nan_onnx(path):
     return path
 
 
-def test_nan_output_fails_whatever_the_tolerance(tmp_path, photos, varying_model):
+def test_nan_output_fails_whatever_the_tolerance(tmp_path, parity_photos, varying_model):
     engine = _nan_onnx(tmp_path / "nan.onnx")
-    result = run_parity_check(
-        engine, photos, prompts="none", reference_model=varying_model, tolerance=1.0, mean_tolerance=1.0, worst=1,
-        out_dir=tmp_path / "out",
-    )  # fmt: skip
+    options = {"prompts": "none", "reference_model": varying_model, "tolerance": 1.0, "mean_tolerance": 1.0}
+    result = run_parity_check(engine, parity_photos, worst=1, out_dir=tmp_path / "out", **options)
     assert not result.passed and result.rows[0]["nonfinite"] == 42 * 56 + 56 * 42
     assert result.failures == [f"none: {42 * 56 + 56 * 42} NaN/Inf values"]
     assert result.max_abs == 1.0  # a NaN pixel counts as the whole alpha range
