@@ -15,10 +15,12 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from PIL import Image
 
 from smat_deploy import __version__
 from smat_deploy.data.synthetic import SyntheticComposites
 from smat_deploy.model import load_model
+from smat_deploy.runtime import torch_backend
 from smat_deploy.train import FinetuneConfig, finetune
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,3 +212,30 @@ def exported(tmp_path_factory, finetuned_checkpoint) -> dict:
     summary["dir"] = Path(out)
     summary["checkpoint"] = Path(finetuned_checkpoint)
     return summary
+
+
+# -- parity ----------------------------------------------------------------------------------------
+@pytest.fixture
+def fast_reference(monkeypatch, varying_model):
+    """The built-in default weights (seed 0) without recomputing them in every in-process CLI run."""
+    real = torch_backend.load_model
+
+    def load(checkpoint=None, *, seed=0):
+        return varying_model if checkpoint is None and seed == 0 else real(checkpoint, seed=seed)
+
+    monkeypatch.setattr(torch_backend, "load_model", load)
+
+
+@pytest.fixture
+def parity_photos(tmp_path):
+    """Two small photos, one with a ground-truth alpha (box-shaped foreground), one without."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name, size in (("cat.png", (42, 56)), ("dog.png", (56, 42))):
+        Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(folder / name)
+    alpha = np.zeros((42, 56), np.uint8)
+    alpha[8:30, 12:44] = 255
+    alpha[30:34, 12:44] = 100  # soft rows, below 0.5: not part of the derived box
+    Image.fromarray(alpha).save(folder / "cat_alpha.png")
+    return folder

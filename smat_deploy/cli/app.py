@@ -44,6 +44,7 @@ def _register_commands() -> None:
         export,
         finetune,
         matte,
+        parity,
         precision,
     )
 

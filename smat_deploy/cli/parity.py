@@ -1,0 +1,132 @@
+"""``smat-deploy parity``: an engine against the PyTorch reference on real data, with a CI-friendly exit status."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from smat_deploy.cli._options import CheckpointOption, DeviceOption, SeedOption
+from smat_deploy.cli.app import app
+from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.parity_data import DEFAULT_MAX_SIZE, PROMPT_KINDS
+from smat_deploy.evaluation.parity_report import (
+    DEFAULT_OUT,
+    DEFAULT_WORST,
+    TOLERANCES,
+    format_parity_report,
+    run_parity_check,
+)
+
+_DEFAULTS = ", ".join(f"{name} {high:g}/{mean:g}" for name, (high, mean) in TOLERANCES.items() if name != "float16")
+
+PARITY_EPILOG = f"""Examples:
+
+  smat-deploy parity --engine export/smat.onnx
+
+  smat-deploy parity --engine export/smat_fp16.onnx --data calib_data/ --prompts none,point,box
+
+  smat-deploy parity --engine engines/smat_int8.plan --data my_photos/ --max-size 1024 --tolerance 0.2 --json
+
+Data: --data is a calibration set (index.json) or a photo folder (image/ + alpha/ with matching stems, \
+or photos with their alpha beside them named NAME_alpha / NAME_truth / alpha_NAME). Without --data: \
+calib_data/ when built, else ../shared/data/matting when present, else two generated composites.
+
+Default tolerances (max/mean |diff| against the reference) by the engine's precision: {_DEFAULTS}.
+
+Exit status: 0 every prompt kind within tolerance; 1 a tolerance was exceeded or the engine returned \
+NaN/Inf (one line on stderr says which); 2 bad input (unknown engine type, an engine that breaks the \
+SMat contract, an image larger than the engine accepts, a bad option), or some inputs were skipped \
+(unreadable photo, alpha of another size, broken prompt file: warned, counted, the rest still ran).
+"""
+
+
+@app.command("parity", epilog=PARITY_EPILOG)
+def parity_command(
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            "-e",
+            help="The engine to check: .onnx (ONNX Runtime), .plan (TensorRT), a .pth/.pt checkpoint or 'torch'.",
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Calibration set or photo folder. Default: calib_data/, else the shared photos, else composites."
+        ),
+    ] = None,
+    prompts: Annotated[
+        str,
+        typer.Option(
+            help="Prompt kinds, comma-separated; 'file': a photo's own prompt file (dog.jpg -> dog.json), if any."
+        ),
+    ] = ",".join(PROMPT_KINDS),
+    tolerance: Annotated[
+        float | None, typer.Option(help="Max |alpha diff| allowed per prompt kind. Default: by the engine's precision.")
+    ] = None,
+    mean_tolerance: Annotated[
+        float | None, typer.Option(help="Mean |alpha diff| allowed per prompt kind. Default: by precision.")
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    max_size: Annotated[
+        int, typer.Option(help="Scale images down so the long side is at most this; 0 keeps the full size.")
+    ] = DEFAULT_MAX_SIZE,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many images (those with an alpha first).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the heatmaps and parity.json.")] = DEFAULT_OUT,
+    worst: Annotated[int, typer.Option(help="Heatmaps of this many worst samples (largest max |diff|); 0: none.")] = (
+        DEFAULT_WORST
+    ),
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads of both engines.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+) -> None:
+    """Check an engine against the PyTorch reference per prompt kind; non-zero exit when a tolerance is exceeded."""
+    if max_size < 0:
+        raise SmatError(f"--max-size must be 0 (full size) or at least 14, got {max_size}")
+    if threads is not None and threads < 1:
+        raise SmatError("--threads must be at least 1")
+    bar: tqdm | None = None
+
+    def progress(total: int):
+        nonlocal bar
+        bar = tqdm(total=total, desc="parity", unit="sample", dynamic_ncols=True, leave=False)
+        return lambda: bar.update(1)
+
+    def on_skip(item: str, reason: str) -> None:
+        tqdm.write(f"warning: skipped {item}: {reason}", file=sys.stderr)
+
+    try:
+        result = run_parity_check(
+            engine,
+            data,
+            prompts=prompts,
+            checkpoint=checkpoint,
+            seed=seed,
+            device=device,
+            threads=threads,
+            tolerance=tolerance,
+            mean_tolerance=mean_tolerance,
+            max_size=max_size or None,
+            limit=limit,
+            out_dir=out,
+            worst=worst,
+            progress=progress,
+            on_skip=on_skip,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(json.dumps(result.as_dict(), indent=2) if json_output else format_parity_report(result))
+    if not result.passed:
+        typer.echo(f"error: parity failed ({engine}): {'; '.join(result.failures)}", err=True)
+        raise typer.Exit(1)
+    if result.skipped:
+        total = result.data.images + len(result.data.skipped)
+        raise SmatError(f"{len(result.skipped)} input(s) were skipped (of {total} images; see the warnings above)")
