@@ -24,8 +24,10 @@ DEMO_EPILOG = """Examples:
   smat-deploy demo --reuse --iters 5                 # keep export/ artifacts made from the same weights
 
 Stages: export float32 ONNX (graph checks, parity on 8 cases) -> fp16/int8 variants (TensorRT engines
-where TensorRT and a GPU are present) -> every engine on a demo photo (auto and click) -> bench.
-Takes several minutes on a small CPU (the INT8 calibration is the longest step).
+where TensorRT and a GPU are present) -> every engine on a demo photo (auto and click) -> parity of
+every engine (as smat-deploy parity) -> bench. Takes several minutes on a small CPU (the INT8
+calibration is the longest step). Exit status 1 when an engine fails its parity tolerance (the
+report is still written), 2 on bad input.
 """
 
 
@@ -54,11 +56,16 @@ def demo(
             "--reuse", help="Keep ONNX files in --export-dir made by this version from the same weights (checked)."
         ),
     ] = False,
+    parity_data: Annotated[
+        Path | None,
+        typer.Option(help="Data for the parity stage (as parity --data). Default: parity's own default source."),
+    ] = None,
+    parity_limit: Annotated[int, typer.Option(help="Images for the parity stage (x 5 prompt kinds, per engine).")] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of text.")] = False,
 ) -> None:
     """Export, make fp16/int8 variants, compare every engine with the reference, bench, and write a report."""
-    if size < 14 or iters < 1:
-        raise SmatError("--size must be at least 14 and --iters at least 1")
+    if size < 14 or iters < 1 or parity_limit < 1:
+        raise SmatError("--size must be at least 14, and --iters and --parity-limit at least 1")
     config = DemoConfig(
         out=prepare_output_dir(out),
         checkpoint=checkpoint,
@@ -70,6 +77,8 @@ def demo(
         bench_size=size,
         iters=iters,
         reuse=reuse,
+        parity_data=parity_data,
+        parity_limit=parity_limit,
     )
     bars: list[tqdm] = []
 
@@ -84,9 +93,12 @@ def demo(
             bar.close()
     if json_output:
         typer.echo(json.dumps(report.as_dict(), default=str))
-        return
-    typer.echo(f"weights: {report.weights}")
-    typer.echo(summary_text(report))
-    for note in report.notes:
-        typer.echo(note)
-    typer.echo(f"report: {report.report_path}")
+    else:
+        typer.echo(f"weights: {report.weights}")
+        typer.echo(summary_text(report))
+        for note in report.notes:
+            typer.echo(note)
+        typer.echo(f"report: {report.report_path}")
+    if failures := report.parity_failures:
+        typer.echo(f"error: parity failed for {len(failures)} engine(s): {' | '.join(failures)}", err=True)
+        raise typer.Exit(1)

@@ -31,6 +31,7 @@ from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 PRECISION_CHOICES = {"fp16": ("fp16",), "int8": ("int8", "int8_cpu")}
 SAMPLE_SIZE = (378, 504)  # height, width of the demo photo: not square, not a multiple of 14
 MODES = ("auto", "point")
+PARITY_COLUMNS = ("prompts", "samples", "max_abs", "mean_abs", "SAD", "MSE", "Grad", "Conn", "pass")
 BENCH_COLUMNS = (
     *("engine", "status", "precision", "size", "p50_ms", "p90_ms", "images_per_s", "speedup_vs_first"),
     *("gflops", "of_matmul", "peak_rss_mb", "mad_vs_ref"),
@@ -51,6 +52,8 @@ class DemoConfig:
     bench_size: int = 518
     iters: int = 3
     reuse: bool = False
+    parity_data: Path | None = None  # None: parity's default source (calib_data/, shared photos, composites)
+    parity_limit: int = 1
 
 
 @dataclass
@@ -74,16 +77,18 @@ class DemoReport:
     stages: list[dict] = field(default_factory=list)
     sample: list[dict] = field(default_factory=list)
     bench: dict | None = None
-    parity: dict | None = None
+    parity: list[dict] = field(default_factory=list)  # one ParityResult.as_dict() per engine
     notes: list[str] = field(default_factory=list)
     report_path: Path | None = None
 
     def summary_rows(self) -> list[dict]:
         bench_rows = {row["engine"]: row for row in (self.bench or {}).get("rows", [])}
+        parity = {p["engine"]["engine"]: p for p in self.parity}
         rows = []
         for engine in self.engines:
             mine = [s for s in self.sample if s["engine"] == engine.label]
             bench = bench_rows.get(engine.engine, {})
+            check = parity.get(engine.engine)
             rows.append(
                 {
                     "engine": engine.label,
@@ -95,6 +100,7 @@ class DemoReport:
                         (s["max_abs_vs_ref"] for s in mine if s["max_abs_vs_ref"] is not None), default=None
                     ),
                     "MAD_vs_truth": float(np.mean([s["mad_vs_truth"] for s in mine])) if mine else None,
+                    "parity": None if check is None else _parity_cell(check),
                     "ms_per_image": None if not bench.get("p50_ms") else round(bench["p50_ms"], 1),
                     "speedup_vs_torch": None
                     if not bench.get("speedup_vs_first")
@@ -102,6 +108,10 @@ class DemoReport:
                 }
             )
         return rows
+
+    @property
+    def parity_failures(self) -> list[str]:
+        return [f"{p['engine']['engine']}: {'; '.join(p['failures'])}" for p in self.parity if not p["passed"]]
 
     def as_dict(self) -> dict:
         return {
@@ -116,6 +126,11 @@ class DemoReport:
             "notes": self.notes,
             "report": None if self.report_path is None else str(self.report_path),
         }
+
+
+def _parity_cell(check: dict) -> str:
+    verdict = "pass" if check["passed"] else "FAIL"
+    return f"{verdict} (max {check['max_abs']:.1e} <= {check['tolerance']['max_abs']:g})"
 
 
 def parse_precisions(text: str) -> tuple[str, ...]:
@@ -276,6 +291,37 @@ def _matte_sample(config: DemoConfig, engines: list[Engine], log: Log) -> list[d
     return rows
 
 
+def _parity(config: DemoConfig, engines: list[Engine], log: Log) -> list[dict]:
+    """``parity`` for every engine but the reference, on ``config.parity_limit`` images x every prompt kind."""
+    from smat_deploy.evaluation.parity_report import run_parity_check
+    from smat_deploy.model import load_model
+
+    reference = load_model(config.checkpoint, seed=config.seed)
+    results = []
+    for engine in engines[1:]:
+        if engine.status != "ok":
+            continue
+        result = run_parity_check(
+            engine.engine,
+            config.parity_data,
+            prompts=("none", "point", "box", "scribble", "mask"),
+            checkpoint=config.checkpoint,
+            reference_model=reference,
+            seed=config.seed,
+            limit=config.parity_limit,
+            out_dir=config.out / "parity" / _slug(engine.label),
+            worst=1,
+            on_skip=lambda item, reason: log(f"    skipped {item}: {reason}"),
+        )
+        verdict = "passed" if result.passed else "FAILED: " + "; ".join(result.failures)
+        log(
+            f"    {engine.label}: {len(result.samples)} samples from {result.data.source}, max |diff| "
+            f"{result.max_abs:.1e} (tolerance {result.tolerance:g}): {verdict}"
+        )
+        results.append(result.as_dict())
+    return results
+
+
 def _bench(config: DemoConfig, engines: list[Engine], log: Log, progress) -> dict:
     from smat_deploy.evaluation.bench import BenchConfig, Size, run_bench
 
@@ -313,6 +359,10 @@ def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None)
     report.notes += notes
     report.sample = stages.run(
         "matte the demo photo with every engine", lambda: _matte_sample(config, report.engines, log)
+    )
+    report.parity = stages.run(
+        f"parity against the reference ({config.parity_limit} image(s) x 5 prompt kinds per engine)",
+        lambda: _parity(config, report.engines, log),
     )
     report.bench = stages.run(
         f"bench at {config.bench_size}x{config.bench_size}", lambda: _bench(config, report.engines, log, progress)
@@ -375,6 +425,25 @@ def write_report(config: DemoConfig, report: DemoReport) -> Path:
             f"| {row['engine']} | {row['mode']} | {_image(f'alpha_{slug}_{row["mode"]}.png', 'alpha')} | "
             f"{_image(f'diff_{slug}_{row["mode"]}.png', 'difference')} |"
         )
+    if report.parity:
+        lines += ["", "## Parity", ""]
+        lines.append(
+            f"`smat-deploy parity` for each engine on {report.parity[0]['data']['source']}: max and mean |alpha "
+            "difference| against the PyTorch reference per prompt kind, with the tolerance of the engine's precision."
+        )
+        for check in report.parity:
+            tolerance = check["tolerance"]
+            lines += [
+                "",
+                f"### {check['engine']['engine']} ({check['engine']['precision']}): "
+                + ("pass" if check["passed"] else "**FAIL**: " + "; ".join(check["failures"])),
+                "",
+                f"Tolerance: max {tolerance['max_abs']:g}, mean {tolerance['mean_abs']:g} ({tolerance['source']}).",
+                "",
+                markdown_table(check["rows"], PARITY_COLUMNS),
+            ]
+            for heatmap in check["heatmaps"]:
+                lines += ["", _image(Path(heatmap).relative_to(config.out).as_posix(), "worst case")]
     if report.bench:
         lines += ["", "## Bench", "", f"Machine: {json.dumps(report.bench['machine'])}", ""]
         lines.append(markdown_table(report.bench["rows"], BENCH_COLUMNS))

@@ -34,6 +34,10 @@ def test_demo_reuses_a_matching_export_and_writes_a_complete_report(run_cli, exp
     assert list(summary) == ["torch reference", "onnx float32"]
     assert summary["onnx float32"]["max_abs_vs_ref"] <= 1e-4  # same weights on both sides
     assert summary["onnx float32"]["ms_per_image"] > 0 and summary["torch reference"]["speedup_vs_torch"] == 1
+    (parity,) = report["parity"]  # one check: the ONNX file against the reference
+    assert parity["passed"] and parity["max_abs"] <= 1e-4 and parity["reference"]["real_weights"]
+    assert [row["prompts"] for row in parity["rows"]] == ["none", "point", "box", "scribble", "mask"]
+    assert summary["onnx float32"]["parity"].startswith("pass")
     truth = np.asarray(Image.open(out / "true_alpha.png"), np.float32) / 255
     auto = np.asarray(Image.open(out / "alpha_torch_reference_auto.png"), np.float32) / 255
     mad = [r["mad_vs_truth"] for r in report["sample"] if r["engine"] == "torch reference" and r["mode"] == "auto"]
@@ -43,6 +47,7 @@ def test_demo_reuses_a_matching_export_and_writes_a_complete_report(run_cli, exp
     assert str(exported["checkpoint"]) in markdown and "untrained" not in markdown
     pictures = re.findall(r"\]\(([^)]+\.png)\)", markdown)
     assert {"input.png", "prompt_point.png", "cutout_auto.png", "diff_onnx_float32_point.png"} <= set(pictures)
+    assert "## Parity" in markdown and any(p.startswith("parity/onnx_float32/worst1_") for p in pictures)
     for picture in pictures:
         assert Image.open(out / picture).size[0] > 0
     assert json.loads((out / "report.json").read_text())["summary"] == report["summary"]
