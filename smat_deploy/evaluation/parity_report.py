@@ -49,7 +49,10 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-5),
     "fp16": (2e-2, 1e-3),
     "float16": (2e-2, 1e-3),
-    "int8": (0.3, 0.03),
+    # INT8 bounds catch a broken quantisation, not a small loss: tighten them with --tolerance and
+    # --mean-tolerance for your weights. The TensorRT-oriented file also quantises the attention
+    # products, and on the untrained built-in weights its mean |diff| measured 0.016 to 0.032.
+    "int8": (0.3, 0.05),
     "int8_cpu": (0.3, 0.03),
 }
 #: Heatmaps written by default: the samples with the largest max |diff|.

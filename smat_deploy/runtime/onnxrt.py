@@ -127,9 +127,10 @@ class OnnxRuntimeBackend(Backend):
         precision, manifest = sidecar_precision(path)
         requested, required, fallback = resolve_providers(device, providers)
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # ORT's constant-folding notes on Q/DQ graphs are not the caller's concern
         if threads:
             options.intra_op_num_threads = threads
-        if precision == "float16":
+        if precision in ("fp16", "float16"):  # fp16 is what `export --fp16` records
             # ORT_ENABLE_ALL's fusions crashed on AutoCast float16 graphs while BASIC ran them correctly.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         try:
@@ -159,7 +160,11 @@ class OnnxRuntimeBackend(Backend):
             inputs=inputs,
             outputs=outputs,
             limits=static_limits(inputs),
-            details={"manifest": str(manifest) if manifest else None, "threads": threads},
+            details={
+                "manifest": str(manifest) if manifest else None,
+                "threads": threads,
+                "graph_optimization": str(options.graph_optimization_level).rsplit(".", 1)[-1],
+            },
         )
         backend.session = session
         backend.cuda_device = cuda_device

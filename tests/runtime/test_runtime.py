@@ -176,6 +176,15 @@ def test_info_reports_backend_precision_providers_and_contract(tmp_path, tiny_on
     assert info["outputs"] == [{"name": "alpha", "dtype": "float32", "shape": ["batch", 1, "height", "width"]}]
     no_manifest = Runtime.open(tiny_onnx_factory(tmp_path / "bare.onnx"))
     assert no_manifest.info.precision.startswith("unknown")
+    assert info["graph_optimization"] == "ORT_ENABLE_ALL"
+
+
+def test_fp16_models_get_basic_graph_optimisation(tmp_path, tiny_onnx_factory):
+    # ORT_ENABLE_ALL's fusions crashed on AutoCast graphs; `export --fp16` records precision "fp16"
+    runtime = Runtime.open(tiny_onnx_factory(tmp_path / "smat_fp16.onnx", precision="fp16"), device="cpu")
+    assert runtime.info.precision == "fp16" and runtime.info.details["graph_optimization"] == "ORT_ENABLE_BASIC"
+    photo = np.full((28, 42, 3), 100, np.uint8)
+    np.testing.assert_allclose(runtime(photo), np.full((28, 42), 100 / 255), atol=1e-6)  # automatic: mean RGB
 
 
 def test_a_requested_gpu_provider_runs_on_the_gpu_or_is_an_error_never_a_silent_cpu_run(tiny_onnx):
