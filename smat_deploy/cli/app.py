@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import typer
@@ -49,9 +51,15 @@ def _register_commands() -> None:
     )
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so temporary files are removed and no output is half-written
+
+
 def main() -> None:
     """Console entry point: bad input becomes one ``error:`` line and a non-zero exit, never a traceback."""
     warnings.showwarning = _one_line_warning
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     _register_commands()
     debug = bool(os.environ.get("SMAT_DEPLOY_DEBUG"))
     try:
@@ -62,6 +70,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exit_:
+        if exit_.code == 130:  # typer turns Ctrl-C (and SIGTERM, above) into a silent exit 130
+            print("error: interrupted", file=sys.stderr)
+        raise
     except Exception as err:
         if debug:
             raise

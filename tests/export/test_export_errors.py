@@ -1,5 +1,11 @@
 """Bad input to ``smat-deploy export``: one line, non-zero exit, nothing replaced or left behind."""
 
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
 import torch
 
 from smat_deploy.export import pipeline
@@ -54,3 +60,24 @@ def test_bad_calibration_folders_fail_before_the_export(run_cli, tmp_path):
     line = _single_error_line(run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out"))
     assert "calibration folder not found" in line
     assert not (tmp_path / "out" / "smat.onnx").exists()
+
+
+@pytest.mark.heavy
+def test_a_terminated_export_keeps_the_old_files_and_leaves_no_temporary_file(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "smat.onnx").write_bytes(b"the previous model")
+    command = [sys.executable, "-m", "smat_deploy", "export", "--output-dir", str(out), "--no-check"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob(".smat.onnx.*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process.poll() is None, "the export ended before its temporary file appeared"
+        process.send_signal(signal.SIGTERM)  # what a CI timeout or `kill` sends
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stderr.strip().endswith("error: interrupted"), stderr
+    assert (out / "smat.onnx").read_bytes() == b"the previous model"
+    assert sorted(p.name for p in out.iterdir()) == ["smat.onnx"]
