@@ -50,15 +50,25 @@ def _feeds(calibration: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 def quantize_int8_tensorrt(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray], method: str = "entropy"
 ) -> Path:
-    """Model Optimizer INT8 Q/DQ for TensorRT (symmetric, zero point 0, MatMul/Gemm/Conv inputs only)."""
+    """Model Optimizer INT8 Q/DQ for TensorRT (symmetric, zero point 0, MatMul/Gemm/Conv inputs only).
+
+    Model Optimizer rewrites the model it is given in place (and writes helper files beside it), so it
+    works on a copy in a scratch folder: ``src`` stays byte-identical to what its manifest describes.
+    """
+    import shutil
+    import tempfile
+
     from modelopt.onnx.quantization import quantize
 
     keep_float = [f"^{name}$" for name in input_convs(onnx.load(str(src), load_external_data=False))]
     _, _, height, width = calibration["image"].shape
     shapes = f"image:1x3x{height}x{width},prompt:1x1x{height}x{width},state:1x1"
+    scratch = tempfile.TemporaryDirectory(prefix="smat-int8-")
     try:
+        copy = Path(scratch.name) / Path(src).name
+        shutil.copyfile(src, copy)
         quantize(
-            str(src),
+            str(copy),
             quantize_mode="int8",
             calibration_data=calibration,
             calibration_method=method,
@@ -72,6 +82,8 @@ def quantize_int8_tensorrt(
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise SmatError(f"INT8 quantisation (Model Optimizer) failed: {first}") from None
+    finally:
+        scratch.cleanup()
     model = onnx.load(str(dst))
     confine_qdq_to_compute_inputs(model)
     onnx.save(model, str(dst))

@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from smat_deploy._files import sha256_of
 from smat_deploy.engines import fp16 as fp16_module
 from smat_deploy.engines.calibration import build_calibration_set
 from smat_deploy.engines.int8 import activation_matmuls
@@ -66,6 +67,15 @@ def test_fp16_keeps_float32_io_and_norms_and_passes_its_gate(fp16_report, calibr
     assert manifest["precision"] == "fp16" and manifest["accuracy_vs_float32"] == accuracy
     assert manifest["derived_from"]["model"] == "smat.onnx" and manifest["inputs"][0]["name"] == "image"
     assert report.engine is not None or any("engine step skipped" in n for n in report.notes)
+
+
+def test_making_the_variants_leaves_the_float32_model_untouched(workdir, fp16_report, int8_report, int8_cpu_report):
+    # Model Optimizer rewrites the file it quantises in place: it must only ever see a copy
+    manifest = json.loads((workdir / "smat.json").read_text())
+    assert sha256_of(workdir / "smat.onnx") == manifest["sha256"]
+    for report in (fp16_report, int8_report, int8_cpu_report):
+        assert _manifest(report.path)["derived_from"]["sha256"] == manifest["sha256"]
+    assert sorted(p.name for p in workdir.iterdir() if not p.name.startswith("smat")) == []
 
 
 def test_tensorrt_int8_has_symmetric_qdq_only_on_compute_inputs(int8_report):
