@@ -58,7 +58,10 @@ def demo(
     ] = False,
     parity_data: Annotated[
         Path | None,
-        typer.Option(help="Data for the parity stage (as parity --data). Default: parity's own default source."),
+        typer.Option(
+            help="Data for the parity stage (as parity --data). Default: the shared photos when present, "
+            "else generated composites (never the calibration set)."
+        ),
     ] = None,
     parity_limit: Annotated[int, typer.Option(help="Images for the parity stage (x 5 prompt kinds, per engine).")] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of text.")] = False,

@@ -52,7 +52,7 @@ class DemoConfig:
     bench_size: int = 518
     iters: int = 3
     reuse: bool = False
-    parity_data: Path | None = None  # None: parity's default source (calib_data/, shared photos, composites)
+    parity_data: Path | None = None  # None: the shared photos when present, else generated composites
     parity_limit: int = 1
 
 
@@ -315,6 +315,7 @@ def _parity(config: DemoConfig, engines: list[Engine], log: Log) -> list[dict]:
             out_dir=config.out / "parity" / _slug(engine.label),
             worst=1,
             on_skip=lambda item, reason: log(f"    skipped {item}: {reason}"),
+            use_calibration_set=False,  # by default, images no quantiser was calibrated on
         )
         verdict = "passed" if result.passed else "FAILED: " + "; ".join(result.failures)
         log(

@@ -328,8 +328,13 @@ def load_parity_data(
     max_size: int | None = DEFAULT_MAX_SIZE,
     limit: int | None = None,
     on_skip: Callable[[str, str], None] = lambda item, reason: None,
+    use_calibration_set: bool = True,
 ) -> ParityData:
-    """The samples for ``data`` (see the module docstring for what each source gives)."""
+    """The samples for ``data`` (see the module docstring for what each source gives).
+
+    ``use_calibration_set=False`` leaves ``calib_data/`` out of the default choice, for checks that
+    should see no image a quantiser was calibrated on.
+    """
     kinds = tuple(kinds)
     if max_size is not None and max_size < 14:
         raise SmatError(f"--max-size must be at least 14, got {max_size}")
@@ -337,7 +342,7 @@ def load_parity_data(
         raise SmatError(f"--limit must be at least 1, got {limit}")
     if data is None:
         default_calib = Path("calib_data")
-        if (default_calib / "index.json").is_file():
+        if use_calibration_set and (default_calib / "index.json").is_file():
             found = load_calibration_data(default_calib, kinds, max_size=max_size, limit=limit)
             found.source += " [default: calib_data/ is built]"
         elif (shared := shared_photos_dir()) is not None:

@@ -339,6 +339,7 @@ def run_parity_check(
     progress: Callable[[int], Callable[[], None]] | None = None,
     on_skip: Callable[[str, str], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
+    use_calibration_set: bool = True,
 ) -> ParityResult:
     """Compare ``engine`` with the PyTorch reference on ``data``; see the module docstring.
 
@@ -370,7 +371,9 @@ def run_parity_check(
         raise SmatError(f"--out must be a folder, but {out} is a file")
     runtime = Runtime.open(engine, device=device, threads=threads, seed=seed)  # file type and contract checks
     info = runtime.info
-    found = load_parity_data(data, kinds, max_size=max_size, limit=limit, on_skip=on_skip)
+    found = load_parity_data(
+        data, kinds, max_size=max_size, limit=limit, on_skip=on_skip, use_calibration_set=use_calibration_set
+    )
     limits = runtime.backend.limits
     for sample in found.samples:  # an image the engine cannot take fails the run before anything runs
         height, width = sample.prompt.shape

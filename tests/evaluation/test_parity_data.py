@@ -164,6 +164,7 @@ def test_calibration_set_and_defaults(tmp_path, monkeypatch):
     assert all(s.alpha is not None for s in fallback.samples)
     (tmp_path / "calib").rename(tmp_path / "calib_data")
     assert load_parity_data(None, ("none",)).kind == "calibration"
+    assert load_parity_data(None, ("none",), use_calibration_set=False).kind == "synthetic"  # what demo asks
 
 
 @pytest.mark.parametrize(
