@@ -45,6 +45,8 @@ def _register_commands() -> None:
         finetune,
         matte,
         precision,
+        serve,
+        triton,
     )
 
 
