@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -83,7 +84,14 @@ def serve_command(
     runtime = open_engine(engine, checkpoint, seed, device, threads)
     stop = threading.Event()
     server = SmatTritonServer(runtime, config, progress=lambda text: typer.echo(text, err=True))
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():  # a second Ctrl+C / SIGTERM while stopping: leave now (Triton gets SIGTERM with us)
+            typer.echo("error: stopped without waiting for in-flight requests", err=True)
+            os._exit(130)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         info = runtime.info

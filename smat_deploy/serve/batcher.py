@@ -12,11 +12,12 @@ fails itself.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from smat_deploy.errors import SmatError
 RunFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes exactly this request
 class _Item:
     image: np.ndarray
     prompt: np.ndarray
@@ -56,6 +57,15 @@ class BatchStats:
         return {**self.__dict__, "mean_batch": round(mean, 2)}
 
 
+def _settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
+    """Answer a request once; a request already answered (aborted at shutdown) keeps its first answer."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 class ShapeBatcher:
     """``submit(image [b,3,H,W], prompt [b,1,H,W], state [b,1]) -> Future[alpha [b,1,H,W]]``, batched by size."""
 
@@ -71,6 +81,7 @@ class ShapeBatcher:
         self._queue: deque[_Item] = deque()
         self._cv = threading.Condition()
         self._closed = False
+        self._running: list[_Item] = []
         self._thread = threading.Thread(target=self._loop, name="smat-batcher", daemon=True)
         self._thread.start()
 
@@ -85,15 +96,22 @@ class ShapeBatcher:
         return item.future
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop the worker."""
+        """Finish what is queued (for at most ``timeout`` seconds), then stop the worker; the rest fail."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout)
+        self.abort()
+
+    def abort(self, reason: str = "the server is shutting down") -> None:
+        """Answer every waiting and running request with an error now (a running engine call is not interrupted)."""
         with self._cv:
-            for item in self._queue:
-                item.future.set_exception(SmatError("the server is shutting down"))
+            self._closed = True
+            pending = [*self._queue, *self._running]
             self._queue.clear()
+            self._cv.notify_all()
+        for item in pending:
+            _settle(item.future, error=SmatError(reason))
 
     def _ready_count(self, size: tuple[int, int]) -> int:
         return sum(item.count for item in self._queue if item.size == size)
@@ -121,8 +139,23 @@ class ShapeBatcher:
             return group
 
     def _loop(self) -> None:
-        while (group := self._take()) is not None:
-            self._execute(group)
+        while True:
+            try:
+                group = self._take()
+                if group is None:
+                    return
+                with self._cv:
+                    self._running = group
+                self._execute(group)
+            except Exception as err:  # a bug here must answer the requests, never leave them waiting
+                with self._cv:
+                    stranded = [*self._running, *self._queue]
+                    self._queue.clear()
+                for item in stranded:
+                    _settle(item.future, error=SmatError(f"internal error in the batcher: {err!r}"))
+            finally:
+                with self._cv:
+                    self._running = []
 
     def _call(self, group: list[_Item]) -> np.ndarray:
         if len(group) == 1:
@@ -146,7 +179,7 @@ class ShapeBatcher:
                 for item in group:
                     self._execute([item])
                 return
-            group[0].future.set_exception(err)
+            _settle(group[0].future, error=err)
             return
         with self._cv:
             self.stats.engine_calls += 1
@@ -154,5 +187,5 @@ class ShapeBatcher:
             self.stats.largest_batch = max(self.stats.largest_batch, images)
         start = 0
         for item in group:
-            item.future.set_result(alpha[start : start + item.count])
+            _settle(item.future, result=alpha[start : start + item.count])
             start += item.count

@@ -298,8 +298,21 @@ class SmatTritonServer:
             self._triton = None
 
     def stop(self) -> None:
-        """Stop Triton (in-flight requests get up to ``exit_timeout_s`` to finish), then the batcher. Idempotent."""
-        self._stop_triton()
+        """Stop Triton (in-flight requests get up to ``exit_timeout_s`` to finish), then the batcher. Idempotent.
+
+        Requests still unanswered a few seconds after Triton's own exit timeout are answered with an error,
+        so that PyTriton's request threads, which it joins while stopping, always return.
+        """
+        guard = None
+        if self.model is not None:
+            guard = threading.Timer(self.config.exit_timeout_s + 5, self.model.batcher.abort)
+            guard.daemon = True
+            guard.start()
+        try:
+            self._stop_triton()
+        finally:
+            if guard is not None:
+                guard.cancel()
         if self.model is not None:
             self.model.close()
         if self._logdir is not None:
