@@ -43,6 +43,7 @@ def _register_commands() -> None:
         demo,
         export,
         finetune,
+        loadtest,
         matte,
         precision,
         serve,
