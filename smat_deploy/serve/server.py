@@ -42,7 +42,9 @@ from smat_deploy.runtime.inputs import prepare_inputs
 from smat_deploy.serve.batcher import ShapeBatcher
 
 START_ATTEMPTS = 3
-_HANDSHAKE_RACE = "Timeout occurred while waiting for config file"
+#: How PyTriton's start-up race shows: model instances other than the first fetch their configuration from the
+#: first one over a socket, and give up after 1 s (the socket is not there yet, or not listening yet).
+_HANDSHAKE_RACE = ("Timeout occurred while waiting for config file", "ConnectionRefusedError")
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -122,6 +124,8 @@ def check_port_free(host: str, port: int, option: str) -> None:
     """Fail in one line, before anything starts, when ``port`` is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As servers do: connections of an earlier server still in TIME_WAIT do not make the port "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as err:
@@ -275,7 +279,9 @@ class SmatTritonServer:
                 return
             except Exception as err:
                 self._stop_triton()
-                if _HANDSHAKE_RACE in str(err) and attempt < START_ATTEMPTS:
+                text = str(err)
+                race = "Model initialize error" in text and any(marker in text for marker in _HANDSHAKE_RACE)
+                if race and attempt < START_ATTEMPTS:
                     # PyTriton gives model instances 1 s to find the first one; a busy machine can miss that.
                     if self.progress is not None:
                         self.progress(f"model instances started too slowly (busy machine); retrying ({attempt})")
