@@ -41,7 +41,7 @@ from smat_deploy.runtime import Runtime
 from smat_deploy.runtime.inputs import prepare_inputs
 from smat_deploy.serve.batcher import ShapeBatcher
 
-START_ATTEMPTS = 3
+START_ATTEMPTS = 5
 #: How PyTriton's start-up race shows: model instances other than the first fetch their configuration from the
 #: first one over a socket, and give up after 1 s (the socket is not there yet, or not listening yet).
 _HANDSHAKE_RACE = ("Timeout occurred while waiting for config file", "ConnectionRefusedError")
