@@ -121,14 +121,19 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(30)
 
-    def children(self) -> list[int]:
-        """PIDs of the server's child processes (tritonserver, which owns the Python stubs)."""
+    def descendants(self) -> list[int]:
+        """PIDs of every process under the server: tritonserver and the Python stubs it starts."""
         assert self.process is not None
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        try:
-            return [int(pid) for pid in path.read_text().split()]
-        except OSError:
-            return []
+        found, frontier = [], [self.process.pid]
+        while frontier:
+            pid = frontier.pop()
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            found += [int(child) for child in children]
+            frontier += [int(child) for child in children]
+        return found
 
 
 def alive(pid: int) -> bool:
