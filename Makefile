@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
-# Both create .venv with Python 3.12 and install the project the first time (a few minutes, ~6.5 GB).
+# Both create .venv with Python 3.12 and install the project the first time (a few minutes, ~6.5 GB),
+# including NVIDIA PyTriton (the Triton server) and the small numpy<2 environment its Python stub needs.
 
 SHELL := /bin/bash
 VENV  ?= .venv
@@ -13,6 +14,7 @@ $(STAMP): pyproject.toml
 	if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; fi; \
 	$(PY) -m pip install --quiet --upgrade pip; \
 	$(PY) -m pip install --quiet -e ".[dev]"; \
+	$(PY) -m smat_deploy.serve.environment --install; \
 	touch "$(STAMP)"
 
 demo: $(STAMP)

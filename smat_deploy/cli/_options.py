@@ -71,10 +71,14 @@ def collect_prompts(
     return found
 
 
-def open_engine(engine: str | None, checkpoint: Path | None, seed: int, device: str) -> Runtime:
+def open_engine(
+    engine: str | None, checkpoint: Path | None, seed: int, device: str, threads: int | None = None
+) -> Runtime:
     """``--engine`` with ``--checkpoint``: the checkpoint belongs to the torch engine; other engines carry weights."""
     if engine is None or engine == "torch":
-        return Runtime.open(checkpoint if checkpoint is not None else "torch", device=device, seed=seed)
+        return Runtime.open(
+            checkpoint if checkpoint is not None else "torch", device=device, seed=seed, threads=threads
+        )
     if checkpoint is not None:
         raise SmatError(f"--checkpoint is for the torch engine; {engine} carries its own weights")
-    return Runtime.open(engine, device=device)
+    return Runtime.open(engine, device=device, threads=threads)

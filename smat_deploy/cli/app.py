@@ -45,9 +45,12 @@ def _register_commands() -> None:
         demo,
         export,
         finetune,
+        loadtest,
         matte,
         parity,
         precision,
+        serve,
+        triton,
     )
 
 

@@ -1,0 +1,66 @@
+"""``smat-deploy loadtest``: throughput and latency percentiles of a Triton server under concurrent clients."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from smat_deploy.cli.app import app
+from smat_deploy.serve.loadtest import LoadConfig, format_report, parse_size, run_loadtest
+
+LOADTEST_EPILOG = """Examples:
+
+  smat-deploy loadtest --url localhost:8000 --concurrency 8 --requests 64
+
+  smat-deploy loadtest --url grpc://localhost:8001 --size 518x518 --requests 32 --json
+
+Compare batching on one machine: start `smat-deploy serve --max-batch 1`, run the same loadtest,
+restart with `--max-batch 8`, run it again. Each request is one image (every other one with a box
+prompt); warm-up requests are sent first and not counted. Exit status 1 when any request failed.
+"""
+
+
+@app.command("loadtest", epilog=LOADTEST_EPILOG)
+def loadtest_command(
+    url: Annotated[str, typer.Option(help="Server HOST:PORT; http:// or grpc:// picks the protocol.")] = (
+        "localhost:8000"
+    ),
+    protocol: Annotated[str | None, typer.Option(help="http or grpc (default: from --url, else http).")] = None,
+    model: Annotated[str, typer.Option(help="Model name on the server.")] = "smat",
+    concurrency: Annotated[int, typer.Option(help="Clients sending requests at the same time.")] = 8,
+    requests: Annotated[int, typer.Option(help="Requests to send in all (counted).")] = 64,
+    size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")] = "224x224",
+    warmup: Annotated[int, typer.Option(help="Requests sent first, one at a time, not counted.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds one request may take before it counts as failed.")] = 300.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Load-test a Triton server serving SMat: throughput and p50/p90/p99 latency."""
+    config = LoadConfig(
+        url=url,
+        protocol=protocol,
+        model=model,
+        concurrency=concurrency,
+        requests=requests,
+        size=parse_size(size),
+        warmup=warmup,
+        timeout_s=timeout,
+    ).validate()
+    bar: tqdm | None = None
+
+    def progress(total: int):
+        nonlocal bar
+        bar = tqdm(total=total, desc="loadtest", unit="req", dynamic_ncols=True, leave=False)
+        return lambda: bar.update(1)
+
+    try:
+        report = run_loadtest(config, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(json.dumps(report.as_dict(), indent=2) if json_output else format_report(report))
+    if report.failed:
+        typer.echo(f"error: {report.failed} of {requests} requests failed", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,287 @@
+"""Triton model repositories written from an engine's real inputs and outputs (``smat-deploy triton``).
+
+``<repo>/<name>/config.pbtxt`` plus ``<name>/1/model.onnx`` (platform ``onnxruntime_onnx``) or
+``<name>/1/model.plan`` (``tensorrt_plan``), and the engine's sidecar JSON as ``1/model.json``.
+
+The I/O comes from the engine itself: ``Runtime.open(engine).info`` (ONNX Runtime for ``.onnx``, TensorRT for
+``.plan``). Only where TensorRT cannot run here is a ``.plan`` described by its sidecar JSON (the contract plus
+the optimisation profile ``smat-deploy build`` recorded), and the summary says so.
+
+With ``max_batch_size > 0`` Triton's ``dims`` leave out the batch dimension: ``image [B,3,H,W]`` becomes
+``dims: [ 3, -1, -1 ]`` and ``state [B,1]`` becomes ``dims: [ 1 ]``. Static sizes (a fixed-size export)
+stay numbers; a fixed batch turns Triton's batching off (``max_batch_size: 0``, full shapes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smat_deploy._files import atomic_output
+from smat_deploy.errors import SmatError
+from smat_deploy.runtime.base import CONTRACT_INPUTS, CONTRACT_OUTPUTS, Limits, TensorSpec
+from smat_deploy.serve.server import check_model_name
+
+#: Engine suffix -> (Triton platform, file name in the version folder).
+PLATFORMS = {
+    ".onnx": ("onnxruntime_onnx", "model.onnx"),
+    ".plan": ("tensorrt_plan", "model.plan"),
+    ".engine": ("tensorrt_plan", "model.plan"),
+}
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bfloat16": "TYPE_BF16",
+    "float64": "TYPE_FP64",
+    "int8": "TYPE_INT8",
+    "uint8": "TYPE_UINT8",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "bool": "TYPE_BOOL",
+}
+KINDS = ("auto", "gpu", "cpu")
+
+
+@dataclass(frozen=True)
+class EngineIO:
+    """What a Triton config needs from an engine."""
+
+    engine: Path
+    platform: str
+    filename: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    limits: Limits
+    precision: str
+    source: str  # how the I/O was read: "engine (onnxruntime)", "sidecar smat.json", ...
+
+
+def _static(dim: object) -> int | None:
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
+
+
+def _plan_from_sidecar(engine: Path, reason: str) -> EngineIO:
+    from smat_deploy.engines.tensorrt_build import Shape
+    from smat_deploy.export.manifest import manifest_path_for, read_manifest
+
+    sidecar = manifest_path_for(engine)
+    try:
+        manifest = read_manifest(sidecar)
+    except (OSError, ValueError) as err:
+        raise SmatError(f"cannot read the engine's sidecar {sidecar}: {err}") from None
+    profile = manifest.get("profile") if isinstance(manifest, dict) else None
+    if not isinstance(profile, dict) or not {"min", "max"} <= profile.keys():
+        raise SmatError(f"{reason}, and {engine} has no sidecar JSON with its optimisation profile ({sidecar})")
+    low, high = Shape.parse(str(profile["min"]), "profile min"), Shape.parse(str(profile["max"]), "profile max")
+    limits = Limits((low.batch, high.batch), (low.height, high.height), (low.width, high.width))
+    return EngineIO(
+        engine,
+        "tensorrt_plan",
+        "model.plan",
+        CONTRACT_INPUTS,
+        CONTRACT_OUTPUTS,
+        limits,
+        str(manifest.get("precision", "unknown")),
+        f"sidecar {sidecar.name} ({reason})",
+    )
+
+
+def engine_io(engine: str | os.PathLike[str]) -> EngineIO:
+    """Open ``engine`` and read its inputs, outputs and size limits (checked against the SMat contract)."""
+    from smat_deploy.runtime import Runtime
+    from smat_deploy.runtime.tensorrt import TensorRTBackend
+
+    text = str(engine)
+    path = Path(engine)
+    suffix = path.suffix.lower()
+    if text == "torch" or suffix in (".pth", ".pt"):
+        raise SmatError(
+            "Triton runs .onnx (onnxruntime_onnx) or .plan (tensorrt_plan) engines: export one first "
+            "(smat-deploy export, smat-deploy build); smat-deploy serve hosts the torch engine itself"
+        )
+    if suffix not in PLATFORMS:
+        raise SmatError(f"unknown engine type {path.name!r}: expected an .onnx model or a .plan TensorRT engine")
+    if not path.is_file():
+        raise SmatError(f"engine not found: {path}")
+    platform, filename = PLATFORMS[suffix]
+    if platform == "tensorrt_plan" and (reason := TensorRTBackend.unavailable_reason()) is not None:
+        return _plan_from_sidecar(path, reason.split(" (")[0])
+    runtime = Runtime.open(path, device="cpu") if platform == "onnxruntime_onnx" else Runtime.open(path)
+    backend = runtime.backend
+    return EngineIO(
+        path,
+        platform,
+        filename,
+        tuple(backend.inputs),
+        tuple(backend.outputs),
+        backend.limits,
+        backend.precision,
+        f"engine ({backend.name})",
+    )
+
+
+def _dims(spec: TensorSpec, batched: bool) -> list[int]:
+    dims = [_static(d) for d in spec.shape]
+    dims = dims[1:] if batched else dims
+    return [-1 if d is None else d for d in dims]
+
+
+@dataclass
+class TritonModel:
+    """A generated Triton model configuration (and what went into it)."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: list[dict]
+    outputs: list[dict]
+    instance_count: int
+    instance_kind: str
+    max_queue_delay_us: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dynamic_batching(self) -> bool:
+        return self.max_batch_size > 0
+
+    def to_pbtxt(self) -> str:
+        """The ``config.pbtxt`` text (protobuf text format of Triton's ``ModelConfig``)."""
+
+        def tensor(item: dict) -> str:
+            dims = ", ".join(str(d) for d in item["dims"])
+            return f'  {{\n    name: "{item["name"]}"\n    data_type: {item["data_type"]}\n    dims: [ {dims} ]\n  }}'
+
+        lines = [
+            f'name: "{self.name}"',
+            f'platform: "{self.platform}"',
+            f"max_batch_size: {self.max_batch_size}",
+            "input [",
+            ",\n".join(tensor(item) for item in self.inputs),
+            "]",
+            "output [",
+            ",\n".join(tensor(item) for item in self.outputs),
+            "]",
+            "instance_group [",
+            "  {",
+            f"    count: {self.instance_count}",
+            f"    kind: {self.instance_kind}",
+            "  }",
+            "]",
+        ]
+        if self.dynamic_batching:
+            lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {self.max_queue_delay_us}", "}"]
+        return "\n".join(lines) + "\n"
+
+
+def triton_model(
+    io: EngineIO,
+    name: str = "smat",
+    *,
+    max_batch: int = 8,
+    instances: int = 1,
+    kind: str = "auto",
+    max_queue_delay_us: int = 1000,
+) -> TritonModel:
+    """Triton's view of ``io``: batch dimension, dims with -1 for dynamic sizes, batching and instances."""
+    check_model_name(name)
+    if max_batch < 1:
+        raise SmatError("--max-batch must be at least 1")
+    if instances < 1:
+        raise SmatError("--instances must be at least 1")
+    if max_queue_delay_us < 0:
+        raise SmatError("--max-queue-delay-us cannot be negative")
+    if kind not in KINDS:
+        raise SmatError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if io.platform == "tensorrt_plan" and kind == "cpu":
+        raise SmatError("a TensorRT engine runs on a GPU: --kind cpu is for .onnx models")
+    notes = []
+    image = next(spec for spec in io.inputs if spec.name == "image")
+    fixed_batch = _static(image.shape[0])
+    batched = fixed_batch is None
+    if batched:
+        engine_max = io.limits.batch[1]
+        if engine_max is not None and max_batch > engine_max:
+            raise SmatError(
+                f"--max-batch {max_batch} is more than {io.engine.name} accepts (batch {io.limits.batch[0]}.."
+                f"{engine_max}): use --max-batch {engine_max} or less"
+            )
+        max_batch_size = max_batch
+    else:
+        max_batch_size = 0
+        notes.append(
+            f"{io.engine.name} has a fixed batch of {fixed_batch}: Triton batching is off (max_batch_size 0, "
+            "dims include the batch)"
+        )
+    for spec in (*io.inputs, *io.outputs):
+        if spec.dtype not in TRITON_DTYPES:
+            raise SmatError(f"{spec.name} has dtype {spec.dtype}, which Triton cannot take")
+
+    def describe(spec: TensorSpec) -> dict:
+        return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype], "dims": _dims(spec, batched)}
+
+    instance_kind = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}.get(kind)
+    if instance_kind is None:  # auto: a TensorRT engine needs a GPU; ONNX Runtime takes one when Triton has one
+        instance_kind = "KIND_GPU" if io.platform == "tensorrt_plan" else "KIND_AUTO"
+    return TritonModel(
+        name=name,
+        platform=io.platform,
+        max_batch_size=max_batch_size,
+        inputs=[describe(spec) for spec in io.inputs],
+        outputs=[describe(spec) for spec in io.outputs],
+        instance_count=instances,
+        instance_kind=instance_kind,
+        max_queue_delay_us=max_queue_delay_us,
+        notes=notes,
+    )
+
+
+def _external_data(onnx_path: Path) -> list[str]:
+    """Relative paths of the external-data files an ONNX model references (none for a single-file model)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    locations = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(entry.value for entry in tensor.external_data if entry.key == "location")
+    return sorted(locations)
+
+
+def _copy(source: Path, target: Path) -> None:
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def write_model_repository(
+    io: EngineIO, model: TritonModel, repo: str | os.PathLike[str]
+) -> dict[str, str | list[str]]:
+    """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/<model file>``; every file replaced atomically."""
+    repo = Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise SmatError(f"--repo is a file, expected a folder: {repo}")
+    model_dir = repo / model.name
+    version_dir = model_dir / "1"
+    if version_dir.exists() and not version_dir.is_dir():
+        raise SmatError(f"{version_dir} is a file, expected a folder")
+    extra = _external_data(io.engine) if io.platform == "onnxruntime_onnx" else []
+    for location in extra:
+        if not (io.engine.parent / location).is_file():
+            raise SmatError(f"{io.engine} refers to external data {location} that is missing")
+    version_dir.mkdir(parents=True, exist_ok=True)
+    model_file = version_dir / io.filename
+    _copy(io.engine, model_file)
+    for location in extra:
+        target = version_dir / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy(io.engine.parent / location, target)
+    written = [str(model_file), *(str(version_dir / location) for location in extra)]
+    sidecar = io.engine.with_suffix(".json")
+    if sidecar.is_file():
+        _copy(sidecar, model_file.with_suffix(".json"))
+        written.append(str(model_file.with_suffix(".json")))
+    config = model_dir / "config.pbtxt"
+    with atomic_output(config) as tmp:
+        tmp.write_text(model.to_pbtxt(), encoding="utf-8")
+    return {"config": str(config), "model": str(model_file), "files": [str(config), *written]}

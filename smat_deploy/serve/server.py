@@ -1,0 +1,333 @@
+"""``smat-deploy serve``: a real Triton Inference Server hosting any smat-deploy engine through NVIDIA PyTriton.
+
+Clients speak the standard KServe v2 protocol over HTTP and gRPC (any Triton client, any language) to one
+model, by default ``smat``:
+
+| | name | dtype | shape | |
+|---|---|---|---|---|
+| input | ``image`` | FP32 | ``[b, 3, H, W]`` | RGB in [0, 1] |
+| input | ``prompt`` | FP32 | ``[b, 1, H, W]`` | optional: 1 = marked; absent = automatic |
+| input | ``state`` | FP32 | ``[b, 1]`` | optional: 1 interactive, 0 automatic; absent = derived from the prompt |
+| output | ``alpha`` | FP32 | ``[b, 1, H, W]`` | alpha in [0, 1] |
+
+**How requests are batched.** Triton hands every request to the model on its own (``max_batch_size: 0``,
+several model instances so that requests arrive concurrently), and the model checks it exactly as
+:class:`~smat_deploy.runtime.Runtime` does before it joins a queue. :class:`~smat_deploy.serve.batcher.ShapeBatcher`
+then runs requests of the same size together, up to ``max_batch`` images per engine call. Triton's own
+dynamic batcher is not used here on purpose: PyTriton can only fail a whole Triton batch, so one malformed
+request would take down the well-formed requests batched with it. Here a bad request gets its own error
+and no other request notices. (A repository from ``smat-deploy triton`` runs the ONNX or TensorRT engine on
+Triton's native backends and uses Triton's dynamic batcher.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import re
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from smat_deploy.errors import SmatError
+from smat_deploy.runtime import Runtime
+from smat_deploy.runtime.inputs import prepare_inputs
+from smat_deploy.serve.batcher import ShapeBatcher
+
+START_ATTEMPTS = 5
+#: How PyTriton's start-up race shows: model instances other than the first fetch their configuration from the
+#: first one over a socket, and give up after 1 s (the socket is not there yet, or not listening yet).
+_HANDSHAKE_RACE = ("Timeout occurred while waiting for config file", "ConnectionRefusedError")
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+class BadRequest(SmatError):
+    """A request the model refuses. Its client receives the reason, without the server's stack.
+
+    PyTriton sends the client the formatted traceback of whatever the model raised; reporting no
+    traceback here leaves just ``smat_deploy.serve.server.BadRequest: <reason>`` in the error message.
+    """
+
+    @property
+    def __traceback__(self) -> None:  # type: ignore[override]
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, _value: object) -> None:
+        pass
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise SmatError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (and not start with . or -)")
+    return name
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where and how the server listens and batches."""
+
+    model_name: str = "smat"
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 8
+    max_delay_ms: float = 5.0
+    instances: int | None = None
+    max_side: int = 4096
+    request_timeout_s: float = 600.0
+    exit_timeout_s: int = 10
+    log_file: Path | None = None
+
+    @property
+    def request_slots(self) -> int:
+        """Model instances, i.e. requests Triton hands over at once: enough to fill one batch while another runs."""
+        return self.instances if self.instances is not None else max(2, 2 * self.max_batch)
+
+    def validate(self) -> ServeConfig:
+        check_model_name(self.model_name)
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        for option, port in ports.items():
+            if not 1 <= port <= 65535:
+                raise SmatError(f"{option} must be 1..65535, got {port}")
+        if len(set(ports.values())) != len(ports):
+            raise SmatError(f"the HTTP, gRPC and metrics ports must differ, got {sorted(ports.values())}")
+        if self.max_batch < 1:
+            raise SmatError("--max-batch must be at least 1")
+        if self.max_delay_ms < 0:
+            raise SmatError("--max-queue-delay-ms cannot be negative")
+        if self.instances is not None and self.instances < 1:
+            raise SmatError("--instances must be at least 1")
+        if self.max_side < 14:
+            raise SmatError("--max-side must be at least 14")
+        return self
+
+    def check_ports(self) -> None:
+        """One line, before anything starts, when a port is taken."""
+        for option, port in (
+            ("--http-port", self.http_port),
+            ("--grpc-port", self.grpc_port),
+            ("--metrics-port", self.metrics_port),
+        ):
+            check_port_free(self.host, port, option)
+
+
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Fail in one line, before anything starts, when ``port`` is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As servers do: connections of an earlier server still in TIME_WAIT do not make the port "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise SmatError(
+                    f"port {port} is already in use on {host}; free it or choose another with {option}"
+                ) from None
+            raise SmatError(f"cannot listen on {host}:{port} ({option}): {err.strerror}") from None
+
+
+class SmatModel:
+    """The served model: every request is checked on its own, then batched with others of its size.
+
+    Safe to call from many threads at once (one per Triton model instance).
+    """
+
+    def __init__(self, runtime: Runtime, config: ServeConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.batcher = ShapeBatcher(self._run, config.max_batch, config.max_delay_ms / 1000.0)
+
+    def _run(self, image: np.ndarray, prompt: np.ndarray, state: np.ndarray) -> np.ndarray:
+        return self.runtime(image, prompt, state)
+
+    def infer(self, data: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One request's inputs (``image``, optional ``prompt`` and ``state``) -> ``alpha [b,1,H,W]``."""
+        image = data.get("image")
+        if image is None:
+            raise SmatError("the request has no 'image' input")
+        if image.ndim != 4:
+            raise SmatError(f"image must be [batch, 3, height, width], got shape {list(image.shape)}")
+        batch, _, height, width = (int(d) for d in image.shape)
+        if batch > self.config.max_batch:
+            raise SmatError(f"a request may hold at most {self.config.max_batch} images (--max-batch), got {batch}")
+        if max(height, width) > self.config.max_side:
+            raise SmatError(
+                f"image is {width}x{height} (WxH); this server takes sides up to {self.config.max_side} (--max-side)"
+            )
+        prompt, state = data.get("prompt"), data.get("state")
+        prepared = prepare_inputs(
+            np.array(image, dtype=np.float32),  # a private, writable copy of Triton's buffer
+            None if prompt is None else np.array(prompt, dtype=np.float32),
+            None if state is None else np.array(state, dtype=np.float32),
+        )
+        self.runtime.backend.limits.check(batch, height, width, source=self.runtime.backend.source)
+        future = self.batcher.submit(prepared.image, prepared.prompt, prepared.state)
+        try:
+            return future.result(timeout=self.config.request_timeout_s)
+        except FutureTimeout:
+            raise SmatError(f"no alpha after {self.config.request_timeout_s:g} s; the engine is overloaded") from None
+
+    def __call__(self, requests: Sequence[object]) -> list[dict[str, np.ndarray]]:
+        """PyTriton's inference callable: a list of requests (one, as Triton does not batch here) -> responses."""
+        try:
+            return [{"alpha": self.infer(getattr(request, "data", request))} for request in requests]
+        except SmatError as err:
+            raise BadRequest(str(err)) from None
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def _tensors():
+    from pytriton.model_config import Tensor
+
+    inputs = [
+        Tensor(name="image", dtype=np.float32, shape=(-1, 3, -1, -1)),
+        Tensor(name="prompt", dtype=np.float32, shape=(-1, 1, -1, -1), optional=True),
+        Tensor(name="state", dtype=np.float32, shape=(-1, 1), optional=True),
+    ]
+    outputs = [Tensor(name="alpha", dtype=np.float32, shape=(-1, 1, -1, -1))]
+    return inputs, outputs
+
+
+def _summary(err: Exception) -> str:
+    """The first line of an error and, for a multi-line one, its last ``SomethingError: ...`` line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    causes = [line for line in lines[1:] if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    return lines[0] if not causes else f"{lines[0].rstrip(':')} ... {causes[-1]}"
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        text = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in text if line[:1] == "E"] or text
+        return " | ".join(errors[-lines:])
+    return "(no server log)"
+
+
+class SmatTritonServer:
+    """Triton (through PyTriton) serving one :class:`SmatModel`: ``start()``, ``wait(stop_event)``, ``stop()``."""
+
+    def __init__(self, runtime: Runtime, config: ServeConfig, progress: Callable[[str], None] | None = None) -> None:
+        self.config = config.validate()
+        self.runtime = runtime
+        self.progress = progress
+        self.model: SmatModel | None = None
+        self._triton = None
+        self._logdir: tempfile.TemporaryDirectory | None = None
+        self.log_file = config.log_file
+
+    @property
+    def urls(self) -> dict[str, str]:
+        host = "localhost" if self.config.host in ("0.0.0.0", "::") else self.config.host
+        return {
+            "http": f"{host}:{self.config.http_port}",
+            "grpc": f"{host}:{self.config.grpc_port}",
+            "metrics": f"http://{host}:{self.config.metrics_port}/metrics",
+        }
+
+    def start(self) -> None:
+        from smat_deploy.serve.environment import prepare
+
+        config = self.config
+        config.check_ports()
+        prepare(self.progress)
+        logging.getLogger("pytriton").setLevel(logging.ERROR)
+        from pytriton.model_config import ModelConfig
+        from pytriton.triton import Triton, TritonConfig
+
+        if self.log_file is None:
+            self._logdir = tempfile.TemporaryDirectory(prefix="smat-serve-")
+            self.log_file = Path(self._logdir.name) / "tritonserver.log"
+        triton_config = TritonConfig(
+            http_address=config.host,
+            http_port=config.http_port,
+            grpc_address=config.host,
+            grpc_port=config.grpc_port,
+            metrics_address=config.host,
+            metrics_port=config.metrics_port,
+            exit_timeout_secs=config.exit_timeout_s,
+            log_file=self.log_file,
+            log_verbose=0,
+        )
+        self.model = SmatModel(self.runtime, config)
+        inputs, outputs = _tensors()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._triton = Triton(config=triton_config)
+                self._triton.bind(
+                    model_name=config.model_name,
+                    infer_func=[self.model] * config.request_slots,
+                    inputs=inputs,
+                    outputs=outputs,
+                    config=ModelConfig(batching=False),
+                    strict=True,
+                )
+                self._triton.run()
+                return
+            except Exception as err:
+                self._stop_triton()
+                text = str(err)
+                race = "Model initialize error" in text and any(marker in text for marker in _HANDSHAKE_RACE)
+                if race and attempt < START_ATTEMPTS:
+                    # PyTriton gives model instances 1 s to find the first one; a busy machine can miss that.
+                    if self.progress is not None:
+                        self.progress(f"model instances started too slowly (busy machine); retrying ({attempt})")
+                    continue
+                self.stop()
+                raise SmatError(
+                    f"the Triton server did not start: {_summary(err)}; its log: {_log_tail(self.log_file)}"
+                ) from None
+
+    def wait(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Serve until ``stop`` is set; an unexpected exit of the Triton server is an error."""
+        while not stop.wait(poll_s):
+            if self._triton is None or not self._triton.is_alive():
+                raise SmatError(f"the Triton server stopped unexpectedly; its log: {_log_tail(self.log_file)}")
+
+    def _stop_triton(self) -> None:
+        if self._triton is not None:
+            with contextlib.suppress(Exception):
+                self._triton.stop()
+            self._triton = None
+
+    def stop(self) -> None:
+        """Stop Triton (in-flight requests get up to ``exit_timeout_s`` to finish), then the batcher. Idempotent.
+
+        Requests still unanswered a few seconds after Triton's own exit timeout are answered with an error,
+        so that PyTriton's request threads, which it joins while stopping, always return.
+        """
+        guard = None
+        if self.model is not None:
+            guard = threading.Timer(self.config.exit_timeout_s + 5, self.model.batcher.abort)
+            guard.daemon = True
+            guard.start()
+        try:
+            self._stop_triton()
+        finally:
+            if guard is not None:
+                guard.cancel()
+        if self.model is not None:
+            self.model.close()
+        if self._logdir is not None:
+            self._logdir.cleanup()
+            self._logdir = None
+
+    def __enter__(self) -> SmatTritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,63 @@
+"""``smat-deploy loadtest`` against the real Triton server: counts, percentiles, and errors that end the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from serve_helpers import free_ports
+
+from smat_deploy.errors import SmatError
+from smat_deploy.serve.loadtest import parse_size, split_url
+
+
+@pytest.mark.parametrize("scheme", ["", "http://", "grpc://"])
+def test_loadtest_reports_throughput_and_percentiles(run_cli, tiny_server, scheme):
+    url = tiny_server.grpc_url if scheme == "grpc://" else tiny_server.http_url
+    result = run_cli(
+        "loadtest", "--url", f"{scheme}{url}", "--concurrency", "8", "--requests", "24", "--size", "64x48", "--json"
+    )
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["protocol"] == ("grpc" if scheme == "grpc://" else "http")
+    assert (report["ok"], report["failed"], report["concurrency"], report["size"]) == (24, 0, 8, "64x48")
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert report["throughput_rps"] == pytest.approx(24 / report["wall_s"], rel=1e-2)
+
+
+def test_loadtest_table(run_cli, tiny_server):
+    result = run_cli("loadtest", "--url", tiny_server.http_url, "--concurrency", "2", "--requests", "4")
+    assert result.code == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    for column in ("req/s", "p50", "p90", "p99"):
+        assert column in header
+
+
+def test_failed_requests_are_counted_and_fail_the_run(run_cli, tiny_server):
+    # 300x300 is above the tiny server's --max-side (256): every request is refused by the server.
+    result = run_cli("loadtest", "--url", tiny_server.http_url, "--requests", "3", "--warmup", "0", "--size", "300x300")
+    assert result.code == 1
+    assert "3 of 3 requests failed" in result.stderr
+    assert "error (3x)" in result.stdout and "sides up to 256" in result.stdout
+
+
+def test_unreachable_server_and_unknown_model_are_one_line_errors(run_cli, tiny_server):
+    (port,) = free_ports(1)
+    result = run_cli("loadtest", "--url", f"127.0.0.1:{port}", "--requests", "2", "--timeout", "5")
+    assert result.code == 2 and result.stderr.startswith("error: no Triton server answers at")
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("loadtest", "--url", tiny_server.http_url, "--model", "nope", "--requests", "1")
+    assert result.code == 2 and "model 'nope'" in result.stderr
+
+
+def test_option_parsing():
+    assert parse_size("224x160") == (224, 160)
+    assert split_url("grpc://localhost:8001", None) == ("localhost:8001", "grpc")
+    assert split_url("localhost:8000", "grpc") == ("localhost:8000", "grpc")
+    for bad in ("224", "10x300"):
+        with pytest.raises(SmatError, match="--size"):
+            parse_size(bad)
+    for url, protocol, message in (("localhost", None, "HOST:PORT"), ("http://h:1", "grpc", "says http")):
+        with pytest.raises(SmatError, match=message):
+            split_url(url, protocol)
