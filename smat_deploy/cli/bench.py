@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
 from smat_deploy.cli._options import CheckpointOption, DeviceOption, SeedOption
+from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.bench import BenchConfig, parse_batches, parse_sizes, run_bench
@@ -90,18 +90,8 @@ def bench_command(
         from smat_deploy._files import check_output_path
 
         check_output_path(plot)  # fail before minutes of measuring, not after
-    bar: tqdm | None = None
-
-    def progress(total: int):
-        nonlocal bar
-        bar = tqdm(total=total, desc="bench", unit="call", dynamic_ncols=True, leave=False)
-        return lambda: bar.update(1)
-
-    try:
+    with progress_bars("bench", "call") as progress:
         report = run_bench(config, progress)
-    finally:
-        if bar is not None:
-            bar.close()
     if sweep:
         report.plot = str(write_plot(report, plot))
     typer.echo(json.dumps(report.as_dict(), indent=2) if json_output else format_report(report))

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
 from smat_deploy.cli._options import CheckpointOption, SeedOption
+from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.demo import DemoConfig, parse_precisions, run_demo, summary_text
@@ -83,17 +83,8 @@ def demo(
         parity_data=parity_data,
         parity_limit=parity_limit,
     )
-    bars: list[tqdm] = []
-
-    def progress(total: int):
-        bars.append(tqdm(total=total, desc="bench", unit="call", dynamic_ncols=True, leave=False))
-        return lambda: bars[-1].update(1)
-
-    try:
+    with progress_bars("bench", "call") as progress:
         report = run_demo(config, log=lambda message: typer.echo(message, err=True), progress=progress)
-    finally:
-        for bar in bars:
-            bar.close()
     if json_output:
         typer.echo(json.dumps(report.as_dict(), default=str))
     else:

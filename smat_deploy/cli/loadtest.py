@@ -6,8 +6,8 @@ import json
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
+from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli.app import app
 from smat_deploy.serve.loadtest import LoadConfig, format_report, parse_size, run_loadtest
 
@@ -48,18 +48,8 @@ def loadtest_command(
         warmup=warmup,
         timeout_s=timeout,
     ).validate()
-    bar: tqdm | None = None
-
-    def progress(total: int):
-        nonlocal bar
-        bar = tqdm(total=total, desc="loadtest", unit="req", dynamic_ncols=True, leave=False)
-        return lambda: bar.update(1)
-
-    try:
+    with progress_bars("loadtest", "req") as progress:
         report = run_loadtest(config, progress)
-    finally:
-        if bar is not None:
-            bar.close()
     typer.echo(json.dumps(report.as_dict(), indent=2) if json_output else format_report(report))
     if report.failed:
         typer.echo(f"error: {report.failed} of {requests} requests failed", err=True)

@@ -11,6 +11,7 @@ import typer
 from tqdm import tqdm
 
 from smat_deploy.cli._options import CheckpointOption, DeviceOption, SeedOption
+from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.parity_data import DEFAULT_MAX_SIZE, PROMPT_KINDS
@@ -92,17 +93,11 @@ def parity_command(
         raise SmatError(f"--max-size must be 0 (full size) or at least 14, got {max_size}")
     if threads is not None and threads < 1:
         raise SmatError("--threads must be at least 1")
-    bar: tqdm | None = None
-
-    def progress(total: int):
-        nonlocal bar
-        bar = tqdm(total=total, desc="parity", unit="sample", dynamic_ncols=True, leave=False)
-        return lambda: bar.update(1)
 
     def on_skip(item: str, reason: str) -> None:
         tqdm.write(f"warning: skipped {item}: {reason}", file=sys.stderr)
 
-    try:
+    with progress_bars("parity", "sample") as progress:
         result = run_parity_check(
             engine,
             data,
@@ -120,9 +115,6 @@ def parity_command(
             progress=progress,
             on_skip=on_skip,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     typer.echo(json.dumps(result.as_dict(), indent=2) if json_output else format_parity_report(result))
     if not result.passed:
         typer.echo(f"error: parity failed ({engine}): {'; '.join(result.failures)}", err=True)
