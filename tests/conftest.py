@@ -90,6 +90,14 @@ class CliResult:
     stdout: str
     stderr: str
 
+    def expect_error(self, message: str) -> None:
+        """A failed run whose whole stderr is one ``error:`` line containing ``message``, with no traceback."""
+        assert self.code != 0
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), self.stderr
+        assert message in lines[0]
+        assert "Traceback" not in self.stderr + self.stdout
+
 
 @pytest.fixture
 def run_cli(capsys, monkeypatch):

@@ -15,14 +15,6 @@ from smat_deploy.model import save_checkpoint
 from smat_deploy.runtime.tensorrt import unavailable_reason
 
 
-def _expect_error(result, message):
-    assert result.code != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert message in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-
-
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory, tiny_onnx_factory, varying_model):
     """One real run through the command line: a tiny model, one ONNX Runtime cannot load, a TensorRT file."""
@@ -109,14 +101,12 @@ def test_overhead_sweep_and_plot(bench_run):
     ],
 )
 def test_bad_requests_fail_in_one_line_before_anything_runs(run_cli, tiny_onnx, args, message):
-    _expect_error(run_cli("bench", "--engine", tiny_onnx, *args), message)
+    run_cli("bench", "--engine", tiny_onnx, *args).expect_error(message)
 
 
 def test_an_engine_that_breaks_the_contract_fails_before_anything_runs(run_cli, tmp_path, tiny_onnx_factory):
     wrong = tiny_onnx_factory(tmp_path / "wrong.onnx", names=("image", "prompt", "mode", "alpha"))
-    _expect_error(
-        run_cli("bench", "--engine", "torch", "--engine", wrong), "missing input state; unexpected input mode"
-    )
+    run_cli("bench", "--engine", "torch", "--engine", wrong).expect_error("missing input state; unexpected input mode")
 
 
 @pytest.mark.heavy

@@ -43,14 +43,6 @@ def test_help_shows_an_example(run_cli):
     assert result.code == 0 and "smat-deploy matte photo.jpg" in result.stdout
 
 
-def _expect_error(result, message):
-    assert result.code != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert message in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-
-
 def test_bad_inputs_give_one_line_errors_and_write_nothing(run_cli, photo, tmp_path):
     out = tmp_path / "alpha.png"
     out.write_bytes(b"previous result")
@@ -78,7 +70,7 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(run_cli, photo, tmp_p
         (("matte", photo, "-o", tmp_path / "nowhere" / "alpha.png"), "output folder does not exist"),
     ]
     for args, message in cases:
-        _expect_error(run_cli(*args), message)
+        run_cli(*args).expect_error(message)
         assert out.read_bytes() == b"previous result", args
     assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "nowhere").exists()

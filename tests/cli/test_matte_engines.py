@@ -11,14 +11,6 @@ from PIL import Image
 from smat_deploy.images import to_uint8
 
 
-def _expect_error(result, message):
-    assert result.code != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert message in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-
-
 def _photo(path, seed, size=(45, 59)):
     rng = np.random.default_rng(seed)
     Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(path)
@@ -77,7 +69,7 @@ def test_engine_errors_are_one_line_and_leave_the_output_alone(run_cli, tmp_path
         (("--engine", tiny_onnx, "--device", "tpu"), "unknown device 'tpu'"),
     ]
     for args, message in cases:
-        _expect_error(run_cli("matte", photo, *args, "-o", out), message)
+        run_cli("matte", photo, *args, "-o", out).expect_error(message)
         assert out.read_bytes() == b"previous result", args
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -155,7 +147,7 @@ def test_folder_mode_refuses_what_cannot_work(run_cli, tmp_path, photo_folder, t
         ((twins, "-o", tmp_path / "o"), "x.jpg and x.png would both be written"),
     ]
     for args, message in cases:
-        _expect_error(run_cli("matte", *args, "--engine", tiny_onnx), message)
+        run_cli("matte", *args, "--engine", tiny_onnx).expect_error(message)
 
 
 @pytest.mark.heavy
