@@ -24,7 +24,7 @@ from smat_deploy.engines.tensorrt_build import tensorrt_status
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.figures import save_heatmap, save_overlay
 from smat_deploy.export.manifest import manifest_path_for, read_manifest
-from smat_deploy.model import describe_weights
+from smat_deploy.model import SMat, describe_weights, load_model
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
 #: ``--precisions`` names -> the variants they make (``int8`` makes both INT8 files, like ``export --int8``).
@@ -250,8 +250,11 @@ def _slug(label: str) -> str:
     return label.replace(" ", "_")
 
 
-def _matte_sample(config: DemoConfig, engines: list[Engine], log: Log) -> list[dict]:
-    """Every engine on the demo photo, automatic and with a click; pictures and differences."""
+def _matte_sample(config: DemoConfig, engines: list[Engine], reference_model: SMat, log: Log) -> list[dict]:
+    """Every engine on the demo photo, automatic and with a click; pictures and differences.
+
+    ``engines[0]`` is the reference; it runs on ``reference_model``, the module already loaded.
+    """
     from smat_deploy.runtime import Runtime
 
     composite, masks = _sample(config.seed)
@@ -262,8 +265,9 @@ def _matte_sample(config: DemoConfig, engines: list[Engine], log: Log) -> list[d
     reference: dict[str, np.ndarray] = {}
     rows = []
     for engine in engines:
+        is_reference = engine is engines[0]
         try:
-            runtime = Runtime.open(engine.engine, seed=config.seed)
+            runtime = Runtime.open(reference_model if is_reference else engine.engine, seed=config.seed)
         except SmatError as err:
             engine.status = f"unavailable: {err}"
             log(f"    {engine.label}: {engine.status}")
@@ -278,7 +282,7 @@ def _matte_sample(config: DemoConfig, engines: list[Engine], log: Log) -> list[d
                 "max_abs_vs_ref": None,
                 "mean_abs_vs_ref": None,
             }
-            if engine.engine in (TORCH_ENGINE, str(config.checkpoint)):
+            if is_reference:
                 reference[mode] = alpha
                 images.save_cutout(out / f"cutout_{mode}.png", composite.image, alpha)
             else:
@@ -294,12 +298,10 @@ def _matte_sample(config: DemoConfig, engines: list[Engine], log: Log) -> list[d
     return rows
 
 
-def _parity(config: DemoConfig, engines: list[Engine], log: Log) -> list[dict]:
+def _parity(config: DemoConfig, engines: list[Engine], reference_model: SMat, log: Log) -> list[dict]:
     """``parity`` for every engine but the reference, on ``config.parity_limit`` images x every prompt kind."""
     from smat_deploy.evaluation.parity_report import run_parity_check
-    from smat_deploy.model import load_model
 
-    reference = load_model(config.checkpoint, seed=config.seed)
     results = []
     for engine in engines[1:]:
         if engine.status != "ok":
@@ -309,7 +311,7 @@ def _parity(config: DemoConfig, engines: list[Engine], log: Log) -> list[dict]:
             config.parity_data,
             prompts=("none", "point", "box", "scribble", "mask"),
             checkpoint=config.checkpoint,
-            reference_model=reference,
+            reference_model=reference_model,
             seed=config.seed,
             limit=config.parity_limit,
             out_dir=config.out / "parity" / _slug(engine.label),
@@ -361,12 +363,14 @@ def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None)
     )
     report.engines = [reference, float32, *variants]
     report.notes += notes
+    reference_model = load_model(config.checkpoint, seed=config.seed)  # shared by the two stages below
     report.sample = stages.run(
-        "matte the demo photo with every engine", lambda: _matte_sample(config, report.engines, log)
+        "matte the demo photo with every engine",
+        lambda: _matte_sample(config, report.engines, reference_model, log),
     )
     report.parity = stages.run(
         f"parity against the reference ({config.parity_limit} image(s) x 5 prompt kinds per engine)",
-        lambda: _parity(config, report.engines, log),
+        lambda: _parity(config, report.engines, reference_model, log),
     )
     report.bench = stages.run(
         f"bench at {config.bench_size}x{config.bench_size}", lambda: _bench(config, report.engines, log, progress)
