@@ -154,7 +154,7 @@ def _source(checkpoint: Path | None, seed: int) -> dict:
     }
 
 
-def _reusable(path: Path, source: dict, derived_from: Path | None = None) -> dict | None:
+def _reusable(path: Path, source: dict, derived_from_sha256: str | None = None) -> dict | None:
     """The manifest of ``path`` when it was made by this version from the same weights (and file)."""
     manifest = read_manifest(manifest_path_for(path)) if path.is_file() else None
     if not manifest or manifest.get("sha256") != sha256_of(path):
@@ -166,7 +166,7 @@ def _reusable(path: Path, source: dict, derived_from: Path | None = None) -> dic
         return None
     if source["weights"] is not None and made_from.get("weights") != source["weights"]:
         return None
-    if derived_from is not None and (manifest.get("derived_from") or {}).get("sha256") != sha256_of(derived_from):
+    if derived_from_sha256 is not None and (manifest.get("derived_from") or {}).get("sha256") != derived_from_sha256:
         return None
     return manifest
 
@@ -213,9 +213,10 @@ def _variants(config: DemoConfig, float32: Engine, source: dict, log: Log) -> tu
     engines, notes = [], []
     kinds = [kind for name in config.precisions for kind in PRECISION_CHOICES[name]]
     calibration = None
+    float32_sha256 = sha256_of(float32.engine) if config.reuse and kinds else None  # hashed once, not per variant
     for kind in kinds:
         path = config.export_dir / VARIANT_FILES[kind]
-        if config.reuse and (manifest := _reusable(path, source, Path(float32.engine))) is not None:
+        if config.reuse and (manifest := _reusable(path, source, float32_sha256)) is not None:
             log(f"    reusing {path}")
             engines.append(
                 Engine(f"onnx {kind}", str(path), kind, path.stat().st_size, manifest["conversion_seconds"], True)

@@ -68,6 +68,13 @@ def test_reuse_needs_the_same_file_weights_and_version(tmp_path):
     assert _reusable(model, source) is None
     assert _reusable(tmp_path / "missing.onnx", source) is None
 
+    variant = tmp_path / "smat_fp16.onnx"
+    variant.write_bytes(b"fp16 bytes")
+    made_from = {**manifest, "sha256": sha256_of(variant), "derived_from": {"sha256": "a" * 64}}
+    (tmp_path / "smat_fp16.json").write_text(json.dumps(made_from))
+    assert _reusable(variant, source, "a" * 64) == made_from
+    assert _reusable(variant, source, "b" * 64) is None  # made from another float32 file
+
 
 def test_precisions_parse_and_reject_unknown_names(run_cli, tmp_path):
     assert parse_precisions("fp16, int8") == ("fp16", "int8") and parse_precisions("none") == ()
