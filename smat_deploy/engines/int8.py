@@ -17,6 +17,8 @@ Both keep the convolutions that read the image itself in float32 (:data:`FLOAT_C
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -55,35 +57,30 @@ def quantize_int8_tensorrt(
     Model Optimizer rewrites the model it is given in place (and writes helper files beside it), so it
     works on a copy in a scratch folder: ``src`` stays byte-identical to what its manifest describes.
     """
-    import shutil
-    import tempfile
-
     from modelopt.onnx.quantization import quantize
 
     keep_float = [f"^{name}$" for name in input_convs(onnx.load(str(src), load_external_data=False))]
     _, _, height, width = calibration["image"].shape
     shapes = f"image:1x3x{height}x{width},prompt:1x1x{height}x{width},state:1x1"
-    scratch = tempfile.TemporaryDirectory(prefix="smat-int8-")
-    try:
-        copy = Path(scratch.name) / Path(src).name
+    with tempfile.TemporaryDirectory(prefix="smat-int8-") as scratch:
+        copy = Path(scratch) / Path(src).name
         shutil.copyfile(src, copy)
-        quantize(
-            str(copy),
-            quantize_mode="int8",
-            calibration_data=calibration,
-            calibration_method=method,
-            calibration_shapes=shapes,
-            calibration_eps=["cpu"],
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-            nodes_to_exclude=keep_float,
-            output_path=str(dst),
-            log_level="ERROR",
-        )
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SmatError(f"INT8 quantisation (Model Optimizer) failed: {first}") from None
-    finally:
-        scratch.cleanup()
+        try:
+            quantize(
+                str(copy),
+                quantize_mode="int8",
+                calibration_data=calibration,
+                calibration_method=method,
+                calibration_shapes=shapes,
+                calibration_eps=["cpu"],
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+                nodes_to_exclude=keep_float,
+                output_path=str(dst),
+                log_level="ERROR",
+            )
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise SmatError(f"INT8 quantisation (Model Optimizer) failed: {first}") from None
     model = onnx.load(str(dst))
     confine_qdq_to_compute_inputs(model)
     onnx.save(model, str(dst))
@@ -151,8 +148,6 @@ def activation_matmuls(model: onnx.ModelProto) -> list[str]:
 
 def quantize_int8_cpu(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray]) -> Path:
     """ONNX Runtime static QDQ (U8S8, per-channel weights) tuned for ONNX Runtime's CPU kernels."""
-    import tempfile
-
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
