@@ -39,8 +39,12 @@ def demo(
     checkpoint: CheckpointOption = None,
     seed: SeedOption = 0,
     precisions: Annotated[
-        str, typer.Option(help="Variants besides float32: fp16, int8 (both INT8 files), comma-separated, or none.")
-    ] = "fp16,int8",
+        str,
+        typer.Option(
+            help="Variants besides float32: cpu (ONNX Runtime CPU graph), fp16, int8 (both INT8 files), "
+            "comma-separated, or none."
+        ),
+    ] = "cpu,fp16,int8",
     export_dir: Annotated[Path, typer.Option(help="Where the ONNX files go (as for export).")] = Path("export"),
     engines_dir: Annotated[Path, typer.Option(help="Where TensorRT engines go when TensorRT is present.")] = Path(
         "engines"

@@ -30,7 +30,7 @@ def precision(
     holdout: Annotated[int, typer.Option(help="Held-out composites for the accuracy columns.")] = 3,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
 ) -> None:
-    """Sizes, preparation times, ms/image and accuracy vs float32 of float32, fp16, int8, int8_cpu."""
+    """Sizes, preparation times, ms/image and accuracy vs float32 of float32 and its variants (cpu, fp16, int8)."""
     rows = benchmark_precisions(
         export_dir,
         size=size,

@@ -5,11 +5,13 @@
   (entropy). Softmax, LayerNorm and residual adds stay in float, as TensorRT's fused kernels expect.
   TensorRT 11 turns exactly these Q/DQ pairs into int8 kernels.
 - **CPU INT8** (``smat_int8_cpu.onnx``): that model barely speeds up ONNX Runtime on CPU, whose
-  int8 kernels want a different recipe. ONNX Runtime's own static quantiser writes QDQ with uint8
-  activations and per-channel int8 weights (the U8S8 layout its VNNI kernels run), and quantises only
-  MatMuls with a constant operand and Convs: the attention products (activation x activation) and
-  Softmax stay float32, because ONNX Runtime's quantised softmax is slow and 8-bit attention
-  probabilities cost accuracy.
+  int8 kernels want a different recipe. The graph is first given ONNX Runtime's fused transformer
+  kernels (:func:`smat_deploy.engines.cpu_graph.fuse_transformer_ops`: attention as one float32
+  flash-attention MultiHeadAttention, BiasGelu, SkipLayerNormalization). ONNX Runtime's own static
+  quantiser then writes QDQ with uint8 activations and per-channel int8 weights (the U8S8 layout its
+  kernels run), and quantises only MatMuls with a constant operand and Convs: attention stays
+  float32, because ONNX Runtime's quantised softmax is slow and 8-bit attention probabilities cost
+  accuracy.
 
 Both keep the convolutions that read the image itself in float32 (:data:`FLOAT_CONV_WEIGHTS`).
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from smat_deploy.engines.cpu_graph import fuse_transformer_ops
 from smat_deploy.errors import SmatError
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
@@ -147,7 +150,7 @@ def activation_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8_cpu(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray]) -> Path:
-    """ONNX Runtime static QDQ (U8S8, per-channel weights) tuned for ONNX Runtime's CPU kernels."""
+    """ONNX Runtime static QDQ (U8S8, per-channel weights) of the fused graph, for ONNX Runtime's CPU kernels."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -160,9 +163,11 @@ def quantize_int8_cpu(src: str | os.PathLike[str], dst: str | os.PathLike[str], 
             return next(self._feeds, None)
 
     with tempfile.TemporaryDirectory() as scratch:
+        fused = Path(scratch) / "fused.onnx"
         prepared = Path(scratch) / "prepared.onnx"
+        fuse_transformer_ops(src, fused)
         try:
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(fused), str(prepared), skip_symbolic_shape=True)
             prepared_model = onnx.load(str(prepared))
             excluded = activation_matmuls(prepared_model) + input_convs(prepared_model)
             quantize_static(

@@ -21,6 +21,7 @@ from pathlib import Path
 import onnx
 
 from smat_deploy._files import atomic_output, sha256_of
+from smat_deploy.engines.cpu_graph import uses_onnxruntime_operators
 from smat_deploy.errors import SmatError
 from smat_deploy.export.graph_checks import check_graph
 from smat_deploy.export.manifest import manifest_path_for, read_manifest, write_manifest
@@ -105,6 +106,12 @@ def check_smat_onnx(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
     contract = next(c for c in check_graph(model) if c.name == "io_contract")
     if not contract.passed:
         raise SmatError(f"{onnx_path} is not an SMat model: {contract.detail}")
+    contrib = uses_onnxruntime_operators(model)
+    if contrib:
+        raise SmatError(
+            f"{onnx_path} is tuned for ONNX Runtime CPU ({', '.join(contrib[:3])}): "
+            "build TensorRT engines from smat.onnx, smat_fp16.onnx or smat_int8.onnx"
+        )
     return model
 
 

@@ -28,7 +28,7 @@ from smat_deploy.model import SMat, describe_weights, load_model
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
 #: ``--precisions`` names -> the variants they make (``int8`` makes both INT8 files, like ``export --int8``).
-PRECISION_CHOICES = {"fp16": ("fp16",), "int8": ("int8", "int8_cpu")}
+PRECISION_CHOICES = {"cpu": ("float32_cpu",), "fp16": ("fp16",), "int8": ("int8", "int8_cpu")}
 SAMPLE_SIZE = (378, 504)  # height, width of the demo photo: not square, not a multiple of 14
 MODES = ("auto", "point")
 PARITY_COLUMNS = ("prompts", "samples", "max_abs", "mean_abs", "SAD", "MSE", "Grad", "Conn", "pass")
@@ -48,7 +48,7 @@ class DemoConfig:
     export_dir: Path = Path("export")
     engines_dir: Path = Path("engines")
     calib: Path = Path("calib_data")
-    precisions: tuple[str, ...] = ("fp16", "int8")
+    precisions: tuple[str, ...] = ("cpu", "fp16", "int8")
     bench_size: int = 518
     iters: int = 3
     reuse: bool = False

@@ -47,6 +47,7 @@ from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 #: enough to catch a broken calibration.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-5),
+    "float32_cpu": (1e-4, 1e-5),  # the same arithmetic in fused ONNX Runtime kernels
     "fp16": (2e-2, 1e-3),
     "float16": (2e-2, 1e-3),
     # INT8 bounds catch a broken quantisation, not a small loss: tighten them with --tolerance and

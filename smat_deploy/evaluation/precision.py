@@ -1,9 +1,10 @@
-"""FP16 and INT8 artifacts: make them from the float32 export, verify them, describe them.
+"""CPU, FP16 and INT8 artifacts: make them from the float32 export, verify them, describe them.
 
 Each variant is written to a temporary file, verified on ONNX Runtime CPU, and only then moved into
 place with its sidecar manifest, so a failed check (NaN, accuracy) leaves nothing half-made behind.
-Accuracy is measured against the float32 ONNX model: FP16 on the calibration set (its gate), INT8 on
-held-out synthetic composites that the quantiser never saw.
+Accuracy is measured against the float32 ONNX model: the ONNX Runtime CPU graph on the calibration set
+and the export's eight standard cases (seven sizes, batch 3; its gate is the export's own 1e-4), FP16
+on the calibration set (its gate), INT8 on held-out synthetic composites that the quantiser never saw.
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ import onnx
 import onnxruntime as ort
 
 from smat_deploy._files import atomic_output, sha256_of
-from smat_deploy.engines import fp16, int8
+from smat_deploy.engines import cpu_graph, fp16, int8
 from smat_deploy.engines._isolated import run_isolated
 from smat_deploy.engines.calibration import CalibrationSet
 from smat_deploy.engines.tensorrt_build import build_engine, tensorrt_status
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.metrics import grad, sad
 from smat_deploy.export.manifest import build_manifest, manifest_path_for, read_manifest, write_manifest
-from smat_deploy.export.parity import make_case
+from smat_deploy.export.parity import DEFAULT_TOLERANCE, make_case, standard_cases
 
-VARIANT_FILES = {"fp16": "smat_fp16.onnx", "int8": "smat_int8.onnx", "int8_cpu": "smat_int8_cpu.onnx"}
+VARIANT_FILES = {
+    "float32_cpu": "smat_cpu.onnx",
+    "fp16": "smat_fp16.onnx",
+    "int8": "smat_int8.onnx",
+    "int8_cpu": "smat_int8_cpu.onnx",
+}
+#: Variants that use ONNX Runtime's own operators or kernels: no TensorRT engine is built from them.
+CPU_ONLY = ("float32_cpu", "int8_cpu")
 #: FP16 gate against float32 on the calibration set.
 FP16_MEAN_ABS, FP16_MAX_ABS = 1e-3, 2e-2
 #: Images the quantisers never see: seeds far from the calibration set's.
@@ -116,7 +124,8 @@ def make_variant(
     holdout: int = 5,
     log: Callable[[str], None] = lambda message: None,
 ) -> VariantReport:
-    """Write, verify and describe one variant (``fp16``, ``int8`` or ``int8_cpu``) next to ``float32_onnx``."""
+    """Write, verify and describe one variant (``float32_cpu``, ``fp16``, ``int8`` or ``int8_cpu``) next to
+    ``float32_onnx``."""
     if kind not in VARIANT_FILES:
         raise SmatError(f"unknown precision {kind!r} (expected one of {', '.join(VARIANT_FILES)})")
     float32_onnx = Path(float32_onnx)
@@ -125,7 +134,11 @@ def make_variant(
     tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
     with atomic_output(target) as tmp:
         start = time.perf_counter()
-        if kind == "fp16":
+        rewrites = None
+        if kind == "float32_cpu":
+            log("float32 for ONNX Runtime CPU: fused attention, GELU and LayerNorm kernels; split concat convolutions")
+            rewrites = run_isolated("CPU graph rewrite", cpu_graph.make_cpu_graph, float32_onnx, tmp)
+        elif kind == "fp16":
             log("FP16: Model Optimizer AutoCast (float32 I/O; LayerNorm, Softmax, reductions in float32)")
             run_isolated("FP16 conversion", fp16.convert_fp16, float32_onnx, tmp, _fp16_calibration(calibration))
         elif kind == "int8":
@@ -136,7 +149,16 @@ def make_variant(
             run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, float32_onnx, tmp, tensors)
         seconds = time.perf_counter() - start
         candidate = session(tmp, basic=kind == "fp16")
-        if kind == "fp16":
+        if kind == "float32_cpu":
+            cases = standard_cases()
+            log(f"verifying the CPU graph against float32: {len(calibration)} calibration samples, {len(cases)} sizes")
+            accuracy = compare(reference, candidate, calibration.feeds() + [case.feed() for case in cases])
+            if accuracy["nonfinite"] or accuracy["max_abs"] > DEFAULT_TOLERANCE:
+                raise SmatError(
+                    f"CPU graph is off float32 by max {accuracy['max_abs']:.1e} ({accuracy['nonfinite']} NaN/Inf; "
+                    f"limit {DEFAULT_TOLERANCE:g}); nothing was written"
+                )
+        elif kind == "fp16":
             log(f"verifying FP16 against float32 on the {len(calibration)} calibration samples")
             accuracy = compare(reference, candidate, calibration.feeds())
             if accuracy["nonfinite"]:
@@ -176,12 +198,16 @@ def make_variant(
             },
             "conversion_seconds": round(seconds, 1),
             "accuracy_vs_float32": accuracy,
-            "accuracy_measured_on": "calibration set" if kind == "fp16" else f"{holdout} held-out synthetic composites",
+            "accuracy_measured_on": {
+                "float32_cpu": "calibration set and the export's standard cases",
+                "fp16": "calibration set",
+            }.get(kind, f"{holdout} held-out synthetic composites"),
             "qdq_structure": structure,
+            "cpu_rewrites": rewrites,
         }
     write_manifest(manifest_path_for(target), manifest)
-    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure)
-    if build and kind != "int8_cpu":
+    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure or rewrites)
+    if build and kind not in CPU_ONLY:
         available, reason = tensorrt_status()
         if available:
             engine = Path(engines_dir) / f"smat_{kind}.plan"
@@ -193,7 +219,7 @@ def make_variant(
     return report
 
 
-__all__ = ["VARIANT_FILES", "VariantReport", "build_manifest", "compare", "holdout_feeds", "make_variant"]
+__all__ = ["CPU_ONLY", "VARIANT_FILES", "VariantReport", "build_manifest", "compare", "holdout_feeds", "make_variant"]
 
 
 def benchmark_precisions(
@@ -206,7 +232,8 @@ def benchmark_precisions(
     holdout: int = 3,
     progress: Callable | None = None,
 ) -> list[dict]:
-    """float32, fp16, int8 and int8_cpu side by side on ONNX Runtime CPU, measured in one run.
+    """float32 and every variant present (CPU graph, fp16, int8, int8_cpu) side by side on ONNX Runtime
+    CPU, measured in one run.
 
     Timing is interleaved (one run of each model in turn, ``iters`` rounds) so that a machine whose
     speed drifts affects every model alike; the speed-up is the ratio of medians to float32.

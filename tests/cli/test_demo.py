@@ -77,10 +77,10 @@ def test_reuse_needs_the_same_file_weights_and_version(tmp_path):
 
 
 def test_precisions_parse_and_reject_unknown_names(run_cli, tmp_path):
-    assert parse_precisions("fp16, int8") == ("fp16", "int8") and parse_precisions("none") == ()
+    assert parse_precisions("cpu,fp16, int8") == ("cpu", "fp16", "int8") and parse_precisions("none") == ()
     result = run_cli("demo", "--out", tmp_path / "o", "--precisions", "fp8")
     assert result.code == 2 and result.stderr.strip() == (
-        "error: --precisions: unknown 'fp8' (choose from fp16, int8, or none)"
+        "error: --precisions: unknown 'fp8' (choose from cpu, fp16, int8, or none)"
     )
     assert not (tmp_path / "o" / "report.md").exists()
     (tmp_path / "file").write_text("x")

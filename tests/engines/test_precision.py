@@ -1,7 +1,8 @@
-"""FP16 and both INT8 variants made from the real export, verified on ONNX Runtime CPU."""
+"""The CPU graph, FP16 and both INT8 variants made from the real export, verified on ONNX Runtime CPU."""
 
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -12,8 +13,10 @@ from smat_deploy._files import sha256_of
 from smat_deploy.engines import fp16 as fp16_module
 from smat_deploy.engines.calibration import build_calibration_set
 from smat_deploy.engines.int8 import activation_matmuls
+from smat_deploy.engines.tensorrt_build import check_smat_onnx
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation import precision
+from smat_deploy.export.parity import make_case
 
 pytestmark = pytest.mark.heavy
 
@@ -29,6 +32,11 @@ def workdir(exported, tmp_path_factory):
     for name in ("smat.onnx", "smat.json"):
         shutil.copy(exported["dir"] / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def cpu_report(workdir, calibration):
+    return precision.make_variant("float32_cpu", workdir / "smat.onnx", calibration)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +77,46 @@ def test_fp16_keeps_float32_io_and_norms_and_passes_its_gate(fp16_report, calibr
     assert report.engine is not None or any("engine step skipped" in n for n in report.notes)
 
 
-def test_making_the_variants_leaves_the_float32_model_untouched(workdir, fp16_report, int8_report, int8_cpu_report):
+def test_cpu_graph_runs_fused_kernels_and_matches_float32_at_every_size(workdir, cpu_report, calibration):
+    report = cpu_report
+    assert report.path.name == "smat_cpu.onnx"
+    model, plain = onnx.load(report.path), onnx.load(workdir / "smat.onnx")
+    ops = Counter(n.op_type for n in model.graph.node)
+    plain_ops = Counter(n.op_type for n in plain.graph.node)
+    assert ops["MultiHeadAttention"] == 12 and ops["BiasGelu"] == 12  # one per DINOv2 block
+    assert ops["Softmax"] == plain_ops["Softmax"] - 12  # the blocks' softmaxes live inside the fused attention
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    plain_producers = {o: n.op_type for n in plain.graph.node for o in n.output}
+    assert sum(plain_producers.get(n.input[0]) == "Concat" for n in plain.graph.node if n.op_type == "Conv") == 4
+    assert not [n.name for n in model.graph.node if n.op_type == "Conv" and producers.get(n.input[0]) == "Concat"]
+    manifest = _manifest(report.path)
+    assert manifest["precision"] == "float32_cpu"
+    assert manifest["cpu_rewrites"] == {"attention": 12, "bias_gelu": 12, "skip_layer_norm": 15, "split_convs": 4}
+    # the gate: calibration samples plus the export's eight standard cases (seven sizes, a batch of 3)
+    assert report.accuracy["samples"] == len(calibration) + 8
+    assert report.accuracy["nonfinite"] == 0 and report.accuracy["max_abs"] <= 1e-4
+    assert report.engine is None
+    # an independent look: the two graphs on a size the gate did not use
+    case = make_case("odd", (203, 331), ("box",), seed=4242).feed()
+    ours = precision.session(report.path).run(["alpha"], case)[0]
+    theirs = precision.session(workdir / "smat.onnx").run(["alpha"], case)[0]
+    assert ours.shape == (1, 1, 203, 331)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_tensorrt_build_refuses_the_cpu_only_graphs(cpu_report, int8_cpu_report):
+    for report in (cpu_report, int8_cpu_report):
+        with pytest.raises(SmatError, match="tuned for ONNX Runtime CPU .*com.microsoft"):
+            check_smat_onnx(report.path)
+
+
+def test_making_the_variants_leaves_the_float32_model_untouched(
+    workdir, cpu_report, fp16_report, int8_report, int8_cpu_report
+):
     # Model Optimizer rewrites the file it quantises in place: it must only ever see a copy
     manifest = json.loads((workdir / "smat.json").read_text())
     assert sha256_of(workdir / "smat.onnx") == manifest["sha256"]
-    for report in (fp16_report, int8_report, int8_cpu_report):
+    for report in (cpu_report, fp16_report, int8_report, int8_cpu_report):
         assert _manifest(report.path)["derived_from"]["sha256"] == manifest["sha256"]
     assert sorted(p.name for p in workdir.iterdir() if not p.name.startswith("smat")) == []
 
@@ -120,6 +163,7 @@ def test_cpu_int8_leaves_attention_in_float_and_runs(int8_cpu_report):
     assert with_int8_weights == {"MatMul", "Gemm", "Conv"}
     for node in (n for n in model.graph.node if n.op_type in ("Softmax", "LayerNormalization")):
         assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
+    assert sum(n.op_type == "MultiHeadAttention" for n in model.graph.node) == 12  # float32 attention kernels
     assert report.accuracy["nonfinite"] == 0 and report.accuracy["mean_abs"] < 0.1
     assert report.engine is None  # the CPU variant is never built for TensorRT
 

@@ -59,6 +59,8 @@ def test_bad_calibration_folders_fail_before_the_export(run_cli, tmp_path):
     assert "holds no calibration set" in line
     line = _single_error_line(run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out"))
     assert "calibration folder not found" in line
+    line = _single_error_line(run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out"))
+    assert "calibration folder not found" in line
     assert not (tmp_path / "out" / "smat.onnx").exists()
 
 
