@@ -20,7 +20,7 @@ from smat_deploy import prompts as P
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.model import SMat, state_from_prompt
 
-#: The export's parity bound (max absolute alpha difference), from the issue that defines the export.
+#: The export's parity bound (max absolute alpha difference).
 DEFAULT_TOLERANCE = 1e-4
 
 
