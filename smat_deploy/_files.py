@@ -25,6 +25,20 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def prepare_folder(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Create the folder ``path`` if needed; refuse a file in its place or a folder that cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SmatError(f"{what} folder is a file: {path}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SmatError(f"cannot create {what} folder {path}: {err.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise SmatError(f"{what} folder is not writable: {path}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.

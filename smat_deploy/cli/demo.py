@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
+from smat_deploy._files import prepare_folder
 from smat_deploy.cli._options import CheckpointOption, SeedOption
 from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.demo import DemoConfig, parse_precisions, run_demo, summary_text
-from smat_deploy.export.pipeline import prepare_output_dir
 
 DEMO_EPILOG = """Examples:
 
@@ -74,7 +74,7 @@ def demo(
     if size < 14 or iters < 1 or parity_limit < 1:
         raise SmatError("--size must be at least 14, and --iters and --parity-limit at least 1")
     config = DemoConfig(
-        out=prepare_output_dir(out),
+        out=prepare_folder(out, "output"),
         checkpoint=checkpoint,
         seed=seed,
         export_dir=export_dir,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from smat_deploy._files import atomic_output
+from smat_deploy._files import atomic_output, prepare_folder
 from smat_deploy.errors import SmatError
 from smat_deploy.export.golden import save_golden
 from smat_deploy.export.graph_checks import check_graph, failed
@@ -37,20 +37,6 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare_output_dir(output_dir: str | os.PathLike[str]) -> Path:
-    """Create the folder if needed; refuse one that cannot be written."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise SmatError(f"output folder is a file: {output_dir}")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SmatError(f"cannot create output folder {output_dir}: {err.strerror}") from None
-    if not os.access(output_dir, os.W_OK):
-        raise SmatError(f"output folder is not writable: {output_dir}")
-    return output_dir
-
-
 def count_layer_norms(model: SMat) -> int:
     from torch import nn
 
@@ -71,7 +57,7 @@ def export_float32(
     """Export the reference model to ``output_dir/smat.onnx`` with its manifest; verify on the way."""
     if opset < MIN_OPSET:
         raise SmatError(f"opset {opset} is too old: SMat needs >= {MIN_OPSET} (LayerNormalization as one node)")
-    output_dir = prepare_output_dir(output_dir)
+    output_dir = prepare_folder(output_dir, "output")
     model = load_model(checkpoint, seed=seed)
     weights = describe_weights(checkpoint, seed)
     onnx_path = output_dir / ONNX_NAME
@@ -104,4 +90,4 @@ def export_float32(
     return ExportReport(onnx_path, manifest_path, result.seconds, result.size_bytes, checks, parity, golden)
 
 
-__all__ = ["ONNX_NAME", "ExportReport", "export_float32", "failed", "prepare_output_dir"]
+__all__ = ["ONNX_NAME", "ExportReport", "export_float32", "failed"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from smat_deploy import images
 from smat_deploy import prompts as P
+from smat_deploy._files import prepare_folder
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.wrapper import Runtime
 
@@ -93,13 +94,7 @@ def prepare_output_folder(out_dir: Path, photo_folder: Path, what: str) -> Path:
         raise SmatError(f"{what} must be a folder in folder mode, but {out_dir} is a file")
     if out_dir.resolve() == photo_folder.resolve():
         raise SmatError(f"{what} must differ from the photo folder {photo_folder}: alphas could replace photos")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SmatError(f"cannot create {what} folder {out_dir}: {err.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise SmatError(f"{what} folder is not writable: {out_dir}")
-    return out_dir
+    return prepare_folder(out_dir, what)
 
 
 @dataclass
