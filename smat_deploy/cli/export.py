@@ -69,10 +69,11 @@ def export_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
     """Export SMat to ONNX with dynamic batch, height, width; prompt and state are inputs."""
-    calibration = None
-    if cpu or fp16 or int8:  # fail on a bad calibration set before spending a minute on the export
-        calibration = _calibration(calib, log=(lambda m: None) if json_output else (lambda m: typer.echo(m, err=True)))
     log = (lambda message: None) if json_output else (lambda message: typer.echo(message, err=True))
+    wanted = (("float32_cpu", cpu), ("fp16", fp16), ("int8", int8), ("int8_cpu", int8))
+    kinds = [kind for kind, want in wanted if want]
+    # fail on a bad calibration set before spending a minute on the export
+    calibration = _calibration(calib, log=log) if kinds else None
     report = export_float32(
         checkpoint=checkpoint,
         output_dir=output_dir,
@@ -84,8 +85,7 @@ def export_command(
         log=log,
     )
     variants = []
-    wanted = (("float32_cpu", cpu), ("fp16", fp16), ("int8", int8), ("int8_cpu", int8))
-    for kind in [k for k, want in wanted if want]:
+    for kind in kinds:
         variants.append(make_variant(kind, report.onnx_path, calibration, engines_dir=engines_dir, log=log))
     summary = {
         "variants": [

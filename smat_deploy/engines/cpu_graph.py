@@ -36,8 +36,8 @@ from smat_deploy.errors import SmatError
 EXPECTED_FUSIONS = {"attention": 12, "bias_gelu": 12}
 
 
-def fuse_transformer_ops(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, int]:
-    """Step 1: onnxscript's transformer fusions for ONNX Runtime; returns how many of each it made."""
+def _fused(src: str | os.PathLike[str]) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """Step 1 in memory: the fused model and how many of each fusion onnxscript made."""
     import onnx_ir as ir
     import onnx_ir.passes.common as common_passes
 
@@ -60,8 +60,14 @@ def fuse_transformer_ops(src: str | os.PathLike[str], dst: str | os.PathLike[str
     missing = [f"{k} {fused[k]} of {n}" for k, n in EXPECTED_FUSIONS.items() if fused[k] < n]
     if missing:
         raise SmatError(f"{src} is not the SMat graph the CPU fusions expect (fused {', '.join(missing)})")
-    ir.save(model, str(dst))
-    return fused
+    return ir.to_proto(model), fused
+
+
+def fuse_transformer_ops(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, int]:
+    """Step 1: onnxscript's transformer fusions for ONNX Runtime; returns how many of each it made."""
+    model, counts = _fused(src)
+    onnx.save(model, str(dst))
+    return counts
 
 
 def _channels(model: onnx.ModelProto) -> dict[str, int]:
@@ -135,12 +141,11 @@ def make_cpu_graph(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], *, split_convs: bool = True
 ) -> dict[str, int]:
     """``src`` (the float32 export) -> ``dst`` rewritten for ONNX Runtime CPU; returns what was rewritten."""
-    counts = fuse_transformer_ops(src, dst)
+    model, counts = _fused(src)
     if split_convs:
-        model = onnx.load(str(dst))
         counts["split_convs"] = split_concat_convs(model)
         onnx.checker.check_model(model)
-        onnx.save(model, str(dst))
+    onnx.save(model, str(dst))
     return counts
 
 

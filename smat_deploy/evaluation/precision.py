@@ -206,7 +206,7 @@ def make_variant(
             "cpu_rewrites": rewrites,
         }
     write_manifest(manifest_path_for(target), manifest)
-    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure or rewrites)
+    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure)
     if build and kind not in CPU_ONLY:
         available, reason = tensorrt_status()
         if available:
