@@ -88,6 +88,7 @@ def build_manifest(
     precision: str = "float32",
     export_seconds: float | None = None,
     graph_checks: list[dict] | None = None,
+    tensorrt_support: dict | None = None,
     parity: dict | None = None,
     extra: dict | None = None,
 ) -> dict:
@@ -111,6 +112,7 @@ def build_manifest(
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "export_seconds": None if export_seconds is None else round(export_seconds, 2),
         "graph_checks": graph_checks or [],
+        "tensorrt_support": tensorrt_support,
         "parity": parity,
         **(extra or {}),
     }

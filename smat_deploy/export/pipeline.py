@@ -2,11 +2,17 @@
 
 Everything is verified on a temporary file; only a file that passed replaces the previous
 ``smat.onnx``, so a crash or a failed check mid-export leaves the old artifact intact.
+
+The check against TensorRT's ONNX support matrix is recorded (manifest key ``tensorrt_support``) but
+does not stop the export: ``smat.onnx`` also serves ONNX Runtime and every derived variant, parity has
+verified it, and the matrix is a published approximation of a parser that is not run here. A graph
+that fails it is written with a warning and ``passed: false``, which the engine step can act on.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +26,7 @@ from smat_deploy.export.graph_checks import check_graph, failed
 from smat_deploy.export.manifest import build_manifest, manifest_path_for, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
 from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport, run_parity, standard_cases
+from smat_deploy.export.tensorrt_support import check_tensorrt_support
 from smat_deploy.model import SMat, describe_weights, load_model
 
 ONNX_NAME = "smat.onnx"
@@ -35,6 +42,7 @@ class ExportReport:
     parity: ParityReport | None
     golden: tuple[Path, Path] | None = None
     notes: list[str] = field(default_factory=list)
+    tensorrt_support: dict | None = None
 
 
 def count_layer_norms(model: SMat) -> int:
@@ -66,14 +74,30 @@ def export_float32(
         log(f"exporting {weights} to ONNX (opset {opset}, dynamic batch/height/width)")
         result = export_onnx(model, tmp, opset=opset)
         log(f"exported in {result.seconds:.1f}s ({result.size_bytes / 1e6:.1f} MB)")
-        checks = [c.as_dict() for c in check_graph(onnx.load(str(tmp)), count_layer_norms(model))]
+        graph = onnx.load(str(tmp))
+        checks = [c.as_dict() for c in check_graph(graph, count_layer_norms(model))]
         if bad := [c for c in checks if not c["passed"]]:
-            raise SmatError("exported graph is not TensorRT-ready: " + "; ".join(f"{c['name']}: {c['detail']}" for c in bad))
+            raise SmatError(
+                "exported graph is not TensorRT-ready: " + "; ".join(f"{c['name']}: {c['detail']}" for c in bad)
+            )
+        support = check_tensorrt_support(graph)
+        del graph
+        if support["passed"]:
+            log(f"TensorRT support matrix: all {sum(support['operators'].values())} nodes supported")
+        else:
+            problems = support["problems"]
+            warnings.warn(
+                f"{ONNX_NAME} breaks TensorRT's ONNX support matrix in {len(problems)} place(s), first: {problems[0]}; "
+                "it is still exported for ONNX Runtime (see tensorrt_support in the manifest)",
+                stacklevel=2,
+            )
         if check:
             log("checking parity against the PyTorch reference (ONNX Runtime CPU)")
             parity = run_parity(tmp, model, standard_cases(), tolerance)
             if not parity.passed:
-                raise SmatError(f"parity failed: max |alpha diff| {parity.max_abs:.2e} > {tolerance:g}; nothing was replaced")
+                raise SmatError(
+                    f"parity failed: max |alpha diff| {parity.max_abs:.2e} > {tolerance:g}; nothing was replaced"
+                )
         manifest = build_manifest(
             tmp,
             model,
@@ -82,12 +106,15 @@ def export_float32(
             weights=weights,
             export_seconds=result.seconds,
             graph_checks=checks,
+            tensorrt_support=support,
             parity=None if parity is None else parity.as_dict(),
         )
         manifest["model"] = ONNX_NAME
     manifest_path = write_manifest(manifest_path_for(onnx_path), manifest)
     golden = save_golden(golden_dir, model, standard_cases()) if golden_dir is not None else None
-    return ExportReport(onnx_path, manifest_path, result.seconds, result.size_bytes, checks, parity, golden)
+    return ExportReport(
+        onnx_path, manifest_path, result.seconds, result.size_bytes, checks, parity, golden, tensorrt_support=support
+    )
 
 
 __all__ = ["ONNX_NAME", "ExportReport", "export_float32", "failed"]
