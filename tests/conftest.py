@@ -3,7 +3,6 @@ and tiny hand-built ONNX models with the SMat contract (``max(mean RGB, prompt *
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -17,11 +16,9 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from smat_deploy import __version__
-from smat_deploy.data.synthetic import SyntheticComposites
 from smat_deploy.model import load_model
 from smat_deploy.runtime import torch_backend
-from smat_deploy.train import FinetuneConfig, finetune
+from smat_deploy.train.demo_weights import demo_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PHOTOS = REPO.parent / "shared" / "data" / "matting"
@@ -37,38 +34,19 @@ def varying_model():
     return load_model(seed=0)
 
 
-#: The brief fine-tune behind ``finetuned_checkpoint``: ~40 s on two quiet cores. Only the prompt
-#: attention and decoder learn (a random backbone gains nothing in 40 steps), which halves the cost.
-FINETUNE_FIXTURE = FinetuneConfig(steps=40, batch_size=4, size=112, lr=2e-3, freeze_backbone=True, seed=0)
-FINETUNE_FIXTURE_COMPOSITES = 32
-
-
-def _finetune_fixture_key() -> str:
-    """Changes whenever the fixture's settings, the package version or the code that trains could change the result."""
-    digest = hashlib.sha256(repr((FINETUNE_FIXTURE.to_dict(), FINETUNE_FIXTURE_COMPOSITES, __version__)).encode())
-    for path in sorted(p for part in ("model", "data", "train") for p in (REPO / "smat_deploy" / part).glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="session")
 def finetuned_checkpoint(request) -> Path:
     """An official-format checkpoint after a brief fine-tune on synthetic composites: weights whose alpha varies.
 
-    Built once (about 40 s) and cached in pytest's cache folder between runs, keyed by
-    :func:`_finetune_fixture_key`. Its alpha on held-out composites has a standard deviation well above
-    0.05 (checked in ``tests/train/test_finetuned_fixture.py``), so parity and precision checks on it
-    compare real mattes, not a constant.
+    The very weights ``smat-deploy demo`` uses without ``--checkpoint``: the recipe
+    :data:`smat_deploy.train.demo_weights.DEMO_FINETUNE` (only the prompt attention and decoder learn),
+    built once (about 40 s on two quiet cores) and cached in pytest's cache folder between runs, keyed by
+    :func:`smat_deploy.train.demo_weights.weights_key`. Its alpha on held-out composites has a standard
+    deviation well above 0.05 (checked in ``tests/train/test_finetuned_fixture.py``), so parity and
+    precision checks on it compare real mattes, not a constant.
     """
     folder = Path(request.config.cache.mkdir("smat-finetuned"))
-    path = folder / f"finetuned-{_finetune_fixture_key()}.pth"
-    if not path.is_file():
-        for stale in folder.glob("finetuned-*.pth"):
-            stale.unlink()
-        model = load_model(seed=FINETUNE_FIXTURE.seed)
-        data = SyntheticComposites(FINETUNE_FIXTURE_COMPOSITES, FINETUNE_FIXTURE.size)
-        finetune(model, data, FINETUNE_FIXTURE, path)
-    return path
+    return demo_checkpoint(folder, prefix="finetuned")
 
 
 @pytest.fixture(scope="session")

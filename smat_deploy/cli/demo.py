@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from smat_deploy._files import prepare_folder
-from smat_deploy.cli._options import CheckpointOption, SeedOption
 from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli.app import app
 from smat_deploy.errors import SmatError
@@ -17,11 +16,16 @@ from smat_deploy.evaluation.demo import DemoConfig, parse_precisions, run_demo, 
 
 DEMO_EPILOG = """Examples:
 
-  smat-deploy demo                                   # built-in weights; float32 + fp16 + int8; demo_out/report.md
+  smat-deploy demo                                   # demo weights; float32 + fp16 + int8; demo_out/report.md
 
   smat-deploy demo -c smat.pth --precisions none --out report/
 
   smat-deploy demo --reuse --iters 5                 # keep export/ artifacts made from the same weights
+
+Without --checkpoint the demo uses its demo weights: SMat fine-tuned briefly on synthetic
+composites (about a minute on a small CPU, first run only; cached in $SMAT_DEPLOY_CACHE, else
+$XDG_CACHE_HOME/smat-deploy, else ~/.cache/smat-deploy). Their mattes find the object, but they are
+not a real SMat checkpoint, and the output and report say so.
 
 Stages: export float32 ONNX (graph checks, parity on 8 cases) -> fp16/int8 variants (TensorRT engines
 where TensorRT and a GPU are present) -> every engine on a demo photo (auto and click) -> parity of
@@ -31,13 +35,24 @@ report is still written), 2 on bad input.
 """
 
 
+DemoCheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Official SMat checkpoint, bare state dict, or DINOv2 ViT-S/14 backbone weights. Default: the demo "
+        "weights, fine-tuned briefly on synthetic composites on the first run and cached (not a real SMat checkpoint).",
+    ),
+]
+
+
 @app.command(epilog=DEMO_EPILOG)
 def demo(
     out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json and the pictures.")] = Path(
         "demo_out"
     ),
-    checkpoint: CheckpointOption = None,
-    seed: SeedOption = 0,
+    checkpoint: DemoCheckpointOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the demo photo and of generated composites.")] = 0,
     precisions: Annotated[
         str,
         typer.Option(

@@ -4,6 +4,10 @@ Every stage reuses the package's own pieces (the export pipeline, the precision 
 TensorRT builder, ``Runtime``, ``bench``), so the demo shows exactly what the individual commands do.
 The report is ``OUT/report.md`` (plus ``report.json``) with the pictures beside it: the input, the
 prompt overlay, every engine's alpha, the reference cutouts and each engine's difference heatmap.
+
+Without a checkpoint the demo runs on the demo weights (:mod:`smat_deploy.train.demo_weights`): a brief
+fine-tune on synthetic composites, built on the first run and cached, so the mattes have structure.
+They are not a real SMat checkpoint, and the first output line and the report say so.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from smat_deploy.evaluation.figures import save_heatmap, save_overlay
 from smat_deploy.export.manifest import manifest_path_for, read_manifest
 from smat_deploy.model import SMat, describe_weights, load_model
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
+from smat_deploy.train.demo_weights import demo_checkpoint, demo_checkpoint_path, describe_demo_weights
 
 #: ``--precisions`` names -> the variants they make (``int8`` makes both INT8 files, like ``export --int8``).
 PRECISION_CHOICES = {"cpu": ("float32_cpu",), "fp16": ("fp16",), "int8": ("int8", "int8_cpu")}
@@ -43,8 +48,9 @@ Log = Callable[[str], None]
 @dataclass
 class DemoConfig:
     out: Path = Path("demo_out")
-    checkpoint: Path | None = None
-    seed: int = 0
+    checkpoint: Path | None = None  # None: the demo weights (fine-tuned on the first run, then cached)
+    cache_dir: Path | None = None  # where the demo weights are cached; None: the default cache folder
+    seed: int = 0  # the demo photo, prompts and composites
     export_dir: Path = Path("export")
     engines_dir: Path = Path("engines")
     calib: Path = Path("calib_data")
@@ -72,8 +78,9 @@ class Engine:
 @dataclass
 class DemoReport:
     weights: str
-    trained: bool
+    trained: bool  # trained weights: a checkpoint, or the demo weights (briefly fine-tuned, not a real SMat checkpoint)
     engines: list[Engine]
+    demo_weights: bool = False  # the brief synthetic fine-tune that stands in for a real checkpoint
     stages: list[dict] = field(default_factory=list)
     sample: list[dict] = field(default_factory=list)
     bench: dict | None = None
@@ -117,6 +124,7 @@ class DemoReport:
         return {
             "weights": self.weights,
             "trained_weights": self.trained,
+            "demo_weights": self.demo_weights,
             "summary": self.summary_rows(),
             "engines": [vars(e) for e in self.engines],
             "stages": self.stages,
@@ -344,13 +352,27 @@ def _bench(config: DemoConfig, engines: list[Engine], log: Log, progress) -> dic
 
 
 def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None) -> DemoReport:
-    """Run every stage and write ``config.out/report.md``; ``progress`` is bench's progress factory."""
+    """Run every stage and write ``config.out/report.md``; ``progress`` is bench's progress factory.
+
+    Without ``config.checkpoint`` the first stage makes (or finds in the cache) the demo weights and
+    every later stage uses that checkpoint.
+    """
     config.out.mkdir(parents=True, exist_ok=True)
-    weights = describe_weights(config.checkpoint, config.seed)
-    report = DemoReport(weights=weights, trained=config.checkpoint is not None, engines=[])
-    source = _source(config.checkpoint, config.seed)
+    demo_weights = config.checkpoint is None
+    if demo_weights:
+        weights = f"{describe_demo_weights()} ({demo_checkpoint_path(config.cache_dir)})"
+    else:
+        weights = describe_weights(config.checkpoint, config.seed)
+    report = DemoReport(weights=weights, trained=True, engines=[], demo_weights=demo_weights)
     stages = _Stages(report, log)
     log(f"weights: {weights}")
+    if demo_weights:
+        checkpoint = stages.run(
+            "demo weights (fine-tuned on the first run, then cached)",
+            lambda: demo_checkpoint(config.cache_dir, log=lambda m: log(f"    {m}")),
+        )
+        config = replace(config, checkpoint=checkpoint)
+    source = _source(config.checkpoint, config.seed)
     reference = Engine(
         "torch reference",
         str(config.checkpoint) if config.checkpoint else TORCH_ENGINE,
@@ -388,12 +410,13 @@ def write_report(config: DemoConfig, report: DemoReport) -> Path:
     """``report.md`` (and ``report.json``) in ``config.out``, written atomically."""
     lines = ["# smat-deploy demo report", ""]
     lines.append(f"**Weights:** {report.weights}")
-    if not report.trained:
+    if report.demo_weights:
         lines += [
             "",
-            "> These are the untrained built-in weights: the mattes show that every engine reproduces the "
-            "reference model, not matting quality. Run `smat-deploy demo --checkpoint smat.pth` with a real "
-            "checkpoint for real mattes.",
+            "> These are the demo weights, fine-tuned briefly on synthetic composites, not a real SMat "
+            "checkpoint: the mattes find the object but say nothing about SMat's matting quality; what they "
+            "show is that every engine reproduces the reference model. Run "
+            "`smat-deploy demo --checkpoint smat.pth` with a real checkpoint for real mattes.",
         ]
     lines += ["", f"smat-deploy {__version__}. " + " ".join(report.notes), "", "## Summary", ""]
     lines.append(markdown_table(report.summary_rows()))

@@ -1,22 +1,44 @@
-"""``smat-deploy demo``: the report folder, the reuse rule, and bad input."""
+"""``smat-deploy demo``: the report folder, the reuse rule, the demo weights and their cache, and bad input."""
 
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from smat_deploy import __version__
 from smat_deploy._files import sha256_of
 from smat_deploy._table import markdown_table
-from smat_deploy.evaluation.demo import _reusable, _source, parse_precisions
+from smat_deploy.evaluation.demo import DemoConfig, DemoReport, _reusable, _source, parse_precisions, write_report
 from smat_deploy.evaluation.figures import prompt_overlay, save_heatmap
+from smat_deploy.train import FinetuneConfig, demo_weights
+from smat_deploy.train.demo_weights import (
+    CACHE_ENV,
+    DEMO_COMPOSITES,
+    DEMO_FINETUNE,
+    default_cache_dir,
+    demo_checkpoint,
+    demo_checkpoint_path,
+    describe_demo_weights,
+    weights_key,
+)
 
 
 @pytest.mark.heavy
-def test_demo_reuses_a_matching_export_and_writes_a_complete_report(run_cli, exported, tmp_path):
+def test_demo_on_its_demo_weights_reuses_a_matching_export_and_writes_a_complete_report(
+    run_cli, exported, finetuned_checkpoint, tmp_path, monkeypatch
+):
+    """``demo`` without ``-c``: the cached demo weights (the ``finetuned_checkpoint`` recipe), labelled as such."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cached = demo_checkpoint_path(cache)
+    shutil.copy(finetuned_checkpoint, cached)  # same recipe and code, so the same key: found, not rebuilt
+    made = cached.stat().st_mtime_ns
+    monkeypatch.setenv(CACHE_ENV, str(cache))
     export_dir = tmp_path / "export"
     export_dir.mkdir()
     for name in ("smat.onnx", "smat.json"):
@@ -24,33 +46,92 @@ def test_demo_reuses_a_matching_export_and_writes_a_complete_report(run_cli, exp
     before = sha256_of(export_dir / "smat.onnx")
     out = tmp_path / "report"
     args = ["--out", out, "--export-dir", export_dir, "--precisions", "none", "--reuse", "--size", "70"]
-    result = run_cli("demo", *args, "--iters", "1", "-c", exported["checkpoint"], "--json")
+    result = run_cli("demo", *args, "--iters", "1", "--json")
     assert result.code == 0, result.stderr
+    label = "fine-tuned 40 steps on synthetic composites, not a real SMat checkpoint"
+    assert result.stderr.splitlines()[0] == f"weights: {label} ({cached})"
+    assert "(cached)" in result.stderr and "fine-tuning demo weights" not in result.stderr
+    assert cached.stat().st_mtime_ns == made
+    # The export was made from the fixture checkpoint: the same sha256 as the demo weights, so it is reused.
     assert "reusing" in result.stderr and sha256_of(export_dir / "smat.onnx") == before
 
     report = json.loads(result.stdout)
-    assert report["trained_weights"] and report["weights"] == str(exported["checkpoint"])
+    assert report["demo_weights"] and report["trained_weights"] and report["weights"].startswith(label)
+    assert report["stages"][0]["stage"].startswith("demo weights")
     summary = {row["engine"]: row for row in report["summary"]}
     assert list(summary) == ["torch reference", "onnx float32"]
     assert summary["onnx float32"]["max_abs_vs_ref"] <= 1e-4  # same weights on both sides
     assert summary["onnx float32"]["ms_per_image"] > 0 and summary["torch reference"]["speedup_vs_torch"] == 1
     (parity,) = report["parity"]  # one check: the ONNX file against the reference
-    assert parity["passed"] and parity["max_abs"] <= 1e-4 and parity["reference"]["real_weights"]
+    assert parity["passed"] and parity["max_abs"] <= 1e-4
     assert [row["prompts"] for row in parity["rows"]] == ["none", "point", "box", "scribble", "mask"]
     assert summary["onnx float32"]["parity"].startswith("pass")
     truth = np.asarray(Image.open(out / "true_alpha.png"), np.float32) / 255
     auto = np.asarray(Image.open(out / "alpha_torch_reference_auto.png"), np.float32) / 255
     mad = [r["mad_vs_truth"] for r in report["sample"] if r["engine"] == "torch reference" and r["mode"] == "auto"]
     assert abs(np.abs(auto - truth).mean() - mad[0]) < 2 / 255  # the reported MAD is that of the written alpha
+    # A matte with structure, not the whole photo half transparent: the object stands out of the background.
+    assert auto[truth > 0.99].mean() > 0.9 and auto[truth < 0.01].mean() < 0.4 and mad[0] < 0.35
 
     markdown = (out / "report.md").read_text()
-    assert str(exported["checkpoint"]) in markdown and "untrained" not in markdown
+    assert f"**Weights:** {label}" in markdown and "not a real SMat checkpoint" in markdown.split("## Summary")[0]
+    assert "untrained" not in markdown
     pictures = re.findall(r"\]\(([^)]+\.png)\)", markdown)
     assert {"input.png", "prompt_point.png", "cutout_auto.png", "diff_onnx_float32_point.png"} <= set(pictures)
     assert "## Parity" in markdown and any(p.startswith("parity/onnx_float32/worst1_") for p in pictures)
     for picture in pictures:
         assert Image.open(out / picture).size[0] > 0
     assert json.loads((out / "report.json").read_text())["summary"] == report["summary"]
+
+
+def test_a_checkpoint_is_named_in_the_report_without_the_demo_weights_caveat(tmp_path):
+    report = DemoReport(weights="smat.pth", trained=True, engines=[])
+    markdown = write_report(DemoConfig(out=tmp_path), report).read_text()
+    assert "**Weights:** smat.pth" in markdown and "demo weights" not in markdown
+    report.demo_weights, report.weights = True, describe_demo_weights()
+    markdown = write_report(DemoConfig(out=tmp_path), report).read_text()
+    assert "not a real SMat checkpoint" in markdown.split("## Summary")[0]
+    assert json.loads((tmp_path / "report.json").read_text())["demo_weights"] is True
+
+
+def test_demo_weights_are_built_once_and_keyed_by_the_recipe(tmp_path, monkeypatch):
+    """Tiny recipe (one step at 70 px): the second call finds the file; another recipe gets another file."""
+    tiny = FinetuneConfig(steps=1, batch_size=1, size=70, lr=1e-3, freeze_backbone=True, seed=0)
+    messages = []
+    path = demo_checkpoint(tmp_path, config=tiny, composites=2, log=messages.append)
+    assert path == demo_checkpoint_path(tmp_path, config=tiny, composites=2) and path.is_file()
+    assert (
+        messages[0]
+        == f"fine-tuning demo weights: 1 steps on synthetic composites (first run only, cached in {tmp_path})"
+    )
+    assert torch.load(path, weights_only=True)["config"] == tiny.to_dict()
+    made = path.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the checkpoint is cached")
+
+    monkeypatch.setattr(demo_weights, "finetune", no_training)
+    assert demo_checkpoint(tmp_path, config=tiny, composites=2, log=messages.append) == path
+    assert path.stat().st_mtime_ns == made and messages[-1] == f"demo weights: {path} (cached)"
+
+    key = weights_key(tiny, 2)
+    assert key == weights_key(tiny, 2) and weights_key(replace(tiny, steps=2), 2) != key
+    assert weights_key(replace(tiny, lr=2e-3), 2) != key and weights_key(tiny, 3) != key
+    assert weights_key() == weights_key(DEMO_FINETUNE, DEMO_COMPOSITES) != key
+    assert path.name == f"demo-weights-{key}.pth"
+    assert describe_demo_weights() == "fine-tuned 40 steps on synthetic composites, not a real SMat checkpoint"
+
+
+def test_demo_weights_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "smat-deploy"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "smat-deploy"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    assert demo_checkpoint_path().parent == tmp_path / "mine"
 
 
 def test_reuse_needs_the_same_file_weights_and_version(tmp_path):
