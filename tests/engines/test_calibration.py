@@ -1,4 +1,4 @@
-"""The calibration set: layout, every prompt kind, determinism, and refusals."""
+"""The calibration set: layout, every prompt kind, the built-in photos, determinism, and refusals."""
 
 import json
 
@@ -24,7 +24,7 @@ def photos(tmp_path):
 
 def test_layout_prompt_kinds_and_tensors(tmp_path, photos):
     with pytest.warns(UserWarning, match="skipped 1 unreadable photo"):
-        calib = C.build_calibration_set(tmp_path / "calib", synthetic=2, from_dir=photos, size=70)
+        calib = C.build_calibration_set(tmp_path / "calib", synthetic=2, from_dir=photos, size=70, builtin_photos=False)
     assert len(calib) == (2 + 2) * 5
     index = json.loads((tmp_path / "calib" / "index.json").read_text())
     assert index["size"] == [70, 70] and index["format"] == C.INDEX_FORMAT
@@ -40,8 +40,56 @@ def test_layout_prompt_kinds_and_tensors(tmp_path, photos):
     # The prompt tensor agrees with the state: automatic samples are all zeros, the others mark pixels.
     marked = calib.prompt.reshape(20, -1).max(axis=1)
     assert np.array_equal(marked, calib.state[:, 0])
-    assert 0 <= calib.image.min() and calib.image.max() <= 1
+    assert calib.image.min() >= 0 and calib.image.max() <= 1
     assert len(calib.feeds()) == 20 and calib.feeds()[3]["image"].shape == (1, 3, 70, 70)
+    assert [s["origin"] for s in index["samples"][::5]] == [
+        "synthetic composite (seed 0)",
+        "synthetic composite (seed 1)",
+        "your photo gray.png",
+        "your photo wide.jpg",
+    ]
+
+
+def test_the_default_set_is_one_composite_and_the_four_bundled_photos(tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    calib = C.build_calibration_set(tmp_path / "calib", synthetic=C.DEFAULT_SYNTHETIC, size=70)
+    assert C.DEFAULT_SYNTHETIC == 1 and len(calib) == (1 + 4) * 5
+    names = ["synthetic_0000", *(f"photo_skimage_{n}" for n in ("astronaut", "chelsea", "coffee", "rocket"))]
+    assert [s["id"] for s in calib.samples] == [f"{name}:{kind}" for name in names for kind in C.PROMPT_KINDS]
+    photos = calib.samples[5:]
+    assert all(s["source"] == "photo" and s["alpha"] is None for s in photos)
+    assert [s["origin"] for s in photos[::5]] == [
+        "scikit-image skimage.data.astronaut(): public domain (NASA, Eileen Collins)",
+        "scikit-image skimage.data.chelsea(): CC0 (Stefan van der Walt)",
+        "scikit-image skimage.data.coffee(): CC0 (Rachel Michetti)",
+        "scikit-image skimage.data.rocket(): public domain (SpaceX)",
+    ]
+    # Photo prompts mark the central region, as for your own photos; the state follows the prompt kind.
+    assert [s["state"] for s in photos[:5]] == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert [s["prompts"] for s in photos[:5]] == [s["prompts"] for s in photos[5:10]]
+    # The bundled files, squared like any photo: the same pixels as scikit-image's own loaders.
+    for position, name in enumerate(("astronaut", "chelsea", "coffee", "rocket")):
+        expected = C._square(getattr(skimage_data, name)().astype(np.float32) / 255, 70)
+        np.testing.assert_allclose(calib.image[5 + 5 * position].transpose(1, 2, 0), expected, atol=1e-6)
+        assert all(np.array_equal(calib.image[5 + 5 * position], calib.image[5 + 5 * position + k]) for k in range(5))
+    assert calib.image[5:].std() > 0.1  # real photos, not blank frames
+
+
+def test_the_cli_default_and_no_builtin_photos(run_cli, tmp_path):
+    pytest.importorskip("skimage.data")
+    result = run_cli("calib-data", "--out", tmp_path / "default", "--size", "42", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["samples"], summary["images"], summary["synthetic"], summary["photos"]) == (25, 5, 1, 4)
+    result = run_cli("calib-data", "--out", tmp_path / "old", "--size", "42", "--no-builtin-photos")
+    assert result.code == 0, result.stderr
+    assert "wrote 5 samples (1 images: 1 synthetic, 0 photos; x 5 prompt kinds, 42x42)" in result.stdout
+    old = C.load_calibration_set(tmp_path / "old")
+    assert [s["source"] for s in old.samples] == ["synthetic"] * 5
+    assert sorted(p.name for p in (tmp_path / "old" / "images").iterdir()) == ["synthetic_0000.png"]
+    # Without the photos the set is exactly the composite-only set of before.
+    default = C.load_calibration_set(tmp_path / "default")
+    assert np.array_equal(old.image, default.image[:5]) and np.array_equal(old.prompt, default.prompt[:5])
 
 
 def test_same_seed_same_set_and_seed_changes_it(tmp_path):
@@ -49,13 +97,17 @@ def test_same_seed_same_set_and_seed_changes_it(tmp_path):
     b = C.build_calibration_set(tmp_path / "b", synthetic=1, size=42, seed=3)
     c = C.build_calibration_set(tmp_path / "c", synthetic=1, size=42, seed=4)
     assert np.array_equal(a.image, b.image) and np.array_equal(a.prompt, b.prompt)
-    assert not np.array_equal(a.image, c.image)
+    assert not np.array_equal(a.image[:5], c.image[:5])  # the composite changes with the seed ...
+    assert np.array_equal(a.image[5:], c.image[5:]) and len(a) == 25  # ... the built-in photos do not
+    # Byte for byte: the tensors and the index are the same files.
+    for name in ("calib.npz", "index.json", "images/photo_skimage_rocket.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_rebuilding_replaces_and_a_failed_build_keeps_the_old_set(tmp_path, monkeypatch):
     out = tmp_path / "calib"
     C.build_calibration_set(out, synthetic=2, size=42)
-    C.build_calibration_set(out, synthetic=1, size=42)
+    C.build_calibration_set(out, synthetic=1, size=42, builtin_photos=False)
     assert len(C.load_calibration_set(out)) == 5 and len(list((out / "images").iterdir())) == 1
 
     def fail(*args, **kwargs):
@@ -76,7 +128,15 @@ def test_refusals(tmp_path):
     with pytest.raises(SmatError, match="calibration folder not found"):
         C.build_calibration_set(tmp_path / "o", from_dir=tmp_path / "missing")
     with pytest.raises(SmatError, match="nothing to build"):
-        C.build_calibration_set(tmp_path / "o")
+        C.build_calibration_set(tmp_path / "o", builtin_photos=False)
+    assert len(C.build_calibration_set(tmp_path / "photos_only", size=28)) == 4 * 5  # the photos alone
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "skimage_rocket.png").write_bytes(
+        (tmp_path / "photos_only" / "images/photo_skimage_rocket.png").read_bytes()
+    )
+    with pytest.raises(SmatError, match=r"share the name\(s\) photo_skimage_rocket"):
+        C.build_calibration_set(tmp_path / "o", size=28, from_dir=clash)
     with pytest.raises(SmatError, match="holds no calibration set"):
         C.load_calibration_set(empty)
     calib = C.build_calibration_set(tmp_path / "mixed", synthetic=1, size=42)
