@@ -10,7 +10,7 @@ import warnings
 
 import typer
 
-from smat_deploy.errors import SmatError
+from smat_deploy.errors import CheckFailed, SmatError
 
 app = typer.Typer(
     name="smat-deploy",
@@ -67,6 +67,9 @@ def main() -> None:
     debug = bool(os.environ.get("SMAT_DEPLOY_DEBUG"))
     try:
         app(prog_name="smat-deploy")
+    except CheckFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except SmatError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

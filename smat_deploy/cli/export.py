@@ -12,13 +12,16 @@ from smat_deploy._table import format_table
 from smat_deploy.cli._options import CheckpointOption, SeedOption
 from smat_deploy.cli.app import app
 from smat_deploy.engines.calibration import DEFAULT_SYNTHETIC, build_calibration_set, load_calibration_set
+from smat_deploy.engines.int8_budget import DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS, MIN_INT8_SHARE, Budget, BudgetReport
+from smat_deploy.errors import SmatError
+from smat_deploy.evaluation.parity_data import shared_photos_dir
 from smat_deploy.evaluation.precision import make_variant
 from smat_deploy.export import DEFAULT_OPSET
 from smat_deploy.export.parity import DEFAULT_TOLERANCE
 from smat_deploy.export.pipeline import export_float32
 
 #: What each variant's accuracy against float32 was measured on (INT8: held-out composites).
-MEASURED_ON = {"float32_cpu": "calibration + sizes", "fp16": "calibration"}
+MEASURED_ON = {"float32_cpu": "calibration + sizes", "fp16": "calibration", "int8": "gate set", "int8_cpu": "gate set"}
 
 EXPORT_EPILOG = """Examples:
 
@@ -29,6 +32,14 @@ EXPORT_EPILOG = """Examples:
   smat-deploy export --cpu                            # also smat_cpu.onnx: fastest float32 on ONNX Runtime CPU
 
   smat-deploy export --fp16 --int8 --calib calib_data/      # also smat_fp16.onnx, smat_int8.onnx, smat_int8_cpu.onnx
+
+  smat-deploy export --int8 --max-mean-diff 3e-3 --holdout-photos my_photos/   # a tighter INT8 budget
+
+INT8 files are held to an accuracy budget against float32 (default mean |alpha diff| <= 5e-3 and
+max <= 0.05) on held-out images the quantiser never saw: generated composites plus --holdout-photos
+(default: ../shared/data/matting when present). Each layer group's sensitivity is measured, and the
+most sensitive groups return to float until the budget holds; at least --min-int8-share of the weight
+FLOPs must stay int8. A file that cannot meet its budget is not written (exit 1; any older file is kept).
 """
 
 
@@ -65,6 +76,23 @@ def export_command(
     engines_dir: Annotated[Path, typer.Option(help="Where engines go when TensorRT and a GPU are present.")] = Path(
         "engines"
     ),
+    max_mean_diff: Annotated[
+        float, typer.Option(help="INT8 budget: mean |alpha diff| against float32 on held-out images.")
+    ] = DEFAULT_MEAN_ABS,
+    max_diff: Annotated[
+        float, typer.Option(help="INT8 budget: max |alpha diff| against float32 on held-out images.")
+    ] = DEFAULT_MAX_ABS,
+    min_int8_share: Annotated[
+        float,
+        typer.Option(help="Least share of weight MatMul/Gemm/Conv FLOPs an INT8 file must run in int8 (0 to 1)."),
+    ] = MIN_INT8_SHARE,
+    holdout_photos: Annotated[
+        Path | None,
+        typer.Option(
+            help="Held-out photos (with or without alpha) the INT8 budget is also measured on. "
+            "Default: ../shared/data/matting when present, else generated composites only."
+        ),
+    ] = None,
     seed: SeedOption = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
@@ -72,6 +100,10 @@ def export_command(
     log = (lambda message: None) if json_output else (lambda message: typer.echo(message, err=True))
     wanted = (("float32_cpu", cpu), ("fp16", fp16), ("int8", int8), ("int8_cpu", int8))
     kinds = [kind for kind, want in wanted if want]
+    budget = Budget(max_mean_diff, max_diff, min_int8_share)  # a bad budget fails before any work
+    if holdout_photos is not None and not holdout_photos.is_dir():
+        raise SmatError(f"--holdout-photos: no such folder: {holdout_photos}")
+    photos = holdout_photos if holdout_photos is not None else shared_photos_dir()
     # fail on a bad calibration set before spending a minute on the export
     calibration = _calibration(calib, log=log) if kinds else None
     report = export_float32(
@@ -86,7 +118,17 @@ def export_command(
     )
     variants = []
     for kind in kinds:
-        variants.append(make_variant(kind, report.onnx_path, calibration, engines_dir=engines_dir, log=log))
+        variants.append(
+            make_variant(
+                kind,
+                report.onnx_path,
+                calibration,
+                engines_dir=engines_dir,
+                budget=budget,
+                holdout_photos=photos,
+                log=log,
+            )
+        )
     summary = {
         "variants": [
             {
@@ -97,6 +139,7 @@ def export_command(
                 "accuracy_vs_float32": v.accuracy,
                 "engine": v.engine,
                 "notes": v.notes,
+                "int8_budget": None if v.budget is None else v.budget.as_dict(),
             }
             for v in variants
         ],
@@ -136,8 +179,58 @@ def export_command(
             for v in variants
         ]
         typer.echo(format_table(rows))
+        for v in variants:
+            if v.budget is not None:
+                typer.echo(f"\n{v.path.name}: sensitivity report ({v.budget.measured_on})")
+                typer.echo(format_table(sensitivity_rows(v.budget)))
+                typer.echo(budget_summary(v.budget))
         for note in sorted({n for v in variants for n in v.notes}):
             typer.echo(note)
+
+
+def sensitivity_rows(report: BudgetReport) -> list[dict]:
+    """One row per layer group, most sensitive first; the attention products last."""
+    base = report.sensitivity_base or report.all_int8
+    groups = sorted(report.groups, key=lambda g: g.gain(base, report.budget), reverse=True)
+    rows = [
+        {
+            "group": g.name,
+            "GFLOP": round(g.gflops, 2),
+            "precision": g.precision,
+            "mean_if_float": None if g.alone_in_float is None else g.alone_in_float.mean_abs,
+            "max_if_float": None if g.alone_in_float is None else g.alone_in_float.max_abs,
+            "sensitivity": round(g.gain(base, report.budget), 4) if g.alone_in_float is not None else None,
+            "why": g.why,
+        }
+        for g in groups
+    ]
+    attention = report.attention
+    rows.append(
+        {
+            "group": f"attention products ({attention['nodes']} MatMuls)",
+            "GFLOP": attention["gflops"],
+            "precision": attention["precision"],
+            "why": "activation x activation: not a weight layer",
+        }
+    )
+    return rows
+
+
+def budget_summary(report: BudgetReport) -> str:
+    final, budget = report.final, report.budget
+    floated = [step["group"] for step in report.steps]
+    return (
+        f"all int8: mean {report.all_int8.mean_abs:.2e}, max {report.all_int8.max_abs:.3f}; "
+        f"final: mean {final.mean_abs:.2e} <= {budget.mean_abs:g}, max {final.max_abs:.3f} <= {budget.max_abs:g} "
+        f"(worst: {final.worst}); returned to float: {', '.join(floated) or 'none'}; "
+        f"int8 share of weight FLOPs {report.int8_share:.1%} ({report.weight_gflops:.1f} GFLOP)"
+        + (
+            ""
+            if report.held_out is None
+            else f"; held-out samples alone ({report.held_out['samples']}): mean {report.held_out['mean_abs']:.2e}, "
+            f"max {report.held_out['max_abs']:.3f}"
+        )
+    )
 
 
 def _calibration(calib: Path | None, log):

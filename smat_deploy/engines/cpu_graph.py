@@ -47,7 +47,9 @@ def _fused(src: str | os.PathLike[str]) -> tuple[onnx.ModelProto, dict[str, int]
         # are what we want, and ONNX Runtime makes its own FusedMatMuls at session creation.
         from onnxscript.rewriter.ort_fusions._core import fuse_xformers
     except ImportError as err:
-        raise SmatError(f"this onnxscript has no ONNX Runtime transformer fusions ({err}); install onnxscript 0.7") from None
+        raise SmatError(
+            f"this onnxscript has no ONNX Runtime transformer fusions ({err}); install onnxscript 0.7"
+        ) from None
     model = ir.load(str(src))
     model, counts = fuse_xformers(model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
@@ -119,6 +121,7 @@ def split_concat_convs(model: onnx.ModelProto) -> int:
             inputs = [name, weight_name] + ([conv.input[2]] if i == 0 and len(conv.input) > 2 else [])
             part = helper.make_node("Conv", inputs, [f"{conv.output[0]}__part{i}"], name=f"{conv.name}__part{i}")
             part.attribute.extend(conv.attribute)
+            part.metadata_props.extend(conv.metadata_props)  # the layer it came from (INT8 layer groups)
             new_nodes.append(part)
             partial.append(part.output[0])
         total = partial[0]
@@ -155,4 +158,3 @@ def uses_onnxruntime_operators(model: onnx.ModelProto) -> list[str]:
 
 
 __all__ = ["fuse_transformer_ops", "make_cpu_graph", "split_concat_convs", "uses_onnxruntime_operators"]
-

@@ -1,9 +1,13 @@
 """INT8 in two flavours, both with explicit Q/DQ decided in the ONNX file.
 
 - **TensorRT INT8** (``smat_int8.onnx``): NVIDIA Model Optimizer places symmetric int8 Q/DQ pairs
-  (zero point 0) on the inputs of MatMul, Gemm and Conv only, calibrated on the calibration set
-  (entropy). Softmax, LayerNorm and residual adds stay in float, as TensorRT's fused kernels expect.
-  TensorRT 11 turns exactly these Q/DQ pairs into int8 kernels.
+  (zero point 0, per-channel weights) on the inputs of the weight-bearing MatMul, Gemm and Conv nodes
+  only, calibrated on the calibration set. Everything else stays in float32
+  (:data:`HIGH_PRECISION_DTYPE`): Model Optimizer's default converts every unquantised op to fp16,
+  and that alone put mean |alpha diff| near 2e-2 (measured; see docs), while AutoCast's own op
+  exclusions (LayerNorm, Softmax, reductions kept fp32) did not lower it. Activation ranges come from
+  ``max`` calibration (:data:`CALIBRATION_METHOD`): entropy calibration clipped the decoder's
+  activations and tripled the max |diff|. TensorRT 11 turns exactly these Q/DQ pairs into int8 kernels.
 - **CPU INT8** (``smat_int8_cpu.onnx``): that model barely speeds up ONNX Runtime on CPU, whose
   int8 kernels want a different recipe. The graph is first given ONNX Runtime's fused transformer
   kernels (:func:`smat_deploy.engines.cpu_graph.fuse_transformer_ops`: attention as one float32
@@ -13,7 +17,10 @@
   float32, because ONNX Runtime's quantised softmax is slow and 8-bit attention probabilities cost
   accuracy.
 
-Both keep the convolutions that read the image itself in float32 (:data:`FLOAT_CONV_WEIGHTS`).
+Both keep the convolutions that read the image itself in float32 (:data:`FLOAT_CONV_WEIGHTS`), and
+neither quantises a product of two activations (attention, the position-table resize). Which further
+layer groups return to float is decided against an accuracy budget by
+:mod:`smat_deploy.engines.int8_budget`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import onnx
 
 from smat_deploy.engines.cpu_graph import fuse_transformer_ops
+from smat_deploy.engines.int8_budget import activation_products
 from smat_deploy.errors import SmatError
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
@@ -36,6 +44,10 @@ QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
 #: source of alpha error (mean |diff| against float32 fell from about 0.02-0.04 to below 0.01 when
 #: they were excluded, on held-out composites).
 FLOAT_CONV_WEIGHTS = ("patch_embed", "convstream")
+#: Precision of everything Model Optimizer does not quantise (its default, "fp16", costs 10x the error).
+HIGH_PRECISION_DTYPE = "fp32"
+#: Activation-range calibration for the TensorRT file ("max" or "entropy", Model Optimizer's two int8 methods).
+CALIBRATION_METHOD = "max"
 
 
 def input_convs(model: onnx.ModelProto) -> list[str]:
@@ -53,16 +65,21 @@ def _feeds(calibration: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 
 
 def quantize_int8_tensorrt(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray], method: str = "entropy"
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    calibration: dict[str, np.ndarray],
+    method: str = CALIBRATION_METHOD,
+    high_precision_dtype: str = HIGH_PRECISION_DTYPE,
 ) -> Path:
-    """Model Optimizer INT8 Q/DQ for TensorRT (symmetric, zero point 0, MatMul/Gemm/Conv inputs only).
+    """Model Optimizer INT8 Q/DQ for TensorRT (symmetric, zero point 0, weight-bearing MatMul/Gemm/Conv inputs).
 
     Model Optimizer rewrites the model it is given in place (and writes helper files beside it), so it
     works on a copy in a scratch folder: ``src`` stays byte-identical to what its manifest describes.
     """
     from modelopt.onnx.quantization import quantize
 
-    keep_float = [f"^{name}$" for name in input_convs(onnx.load(str(src), load_external_data=False))]
+    source = onnx.load(str(src), load_external_data=False)
+    keep_float = [f"^{name}$" for name in input_convs(source) + activation_matmuls(source)]
     _, _, height, width = calibration["image"].shape
     shapes = f"image:1x3x{height}x{width},prompt:1x1x{height}x{width},state:1x1"
     with tempfile.TemporaryDirectory(prefix="smat-int8-") as scratch:
@@ -80,6 +97,7 @@ def quantize_int8_tensorrt(
                 nodes_to_exclude=keep_float,
                 output_path=str(dst),
                 log_level="ERROR",
+                high_precision_dtype=high_precision_dtype,
             )
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -127,30 +145,22 @@ def confine_qdq_to_compute_inputs(model: onnx.ModelProto) -> int:
     return rewired
 
 
-def _constant_inputs(model: onnx.ModelProto) -> set[str]:
-    """Tensors that are weights, possibly through a Transpose/Reshape/Cast/DequantizeLinear of a weight."""
-    constants = {init.name for init in model.graph.initializer}
-    passthrough = ("Transpose", "Reshape", "Cast", "Identity", "DequantizeLinear")  # DQ: a quantised weight
-    for node in model.graph.node:  # topological order
-        if node.op_type in passthrough and node.input and node.input[0] in constants:
-            constants.update(node.output)
-        if node.op_type == "Constant":
-            constants.update(node.output)
-    return constants
-
-
 def activation_matmuls(model: onnx.ModelProto) -> list[str]:
     """Names of MatMuls whose operands are both activations (attention products, position matrices)."""
-    constants = _constant_inputs(model)
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul" and not any(i in constants for i in n.input)
-    ]
+    return [node.name for node in activation_products(model) if node.op_type == "MatMul"]
 
 
-def quantize_int8_cpu(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray]) -> Path:
-    """ONNX Runtime static QDQ (U8S8, per-channel weights) of the fused graph, for ONNX Runtime's CPU kernels."""
+def quantize_int8_cpu(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    calibration: dict[str, np.ndarray],
+    prepared_out: str | os.PathLike[str] | None = None,
+) -> Path:
+    """ONNX Runtime static QDQ (U8S8, per-channel weights) of the fused graph, for ONNX Runtime's CPU kernels.
+
+    ``prepared_out``: also keep the float graph that was quantised (same node names, float weights),
+    which :func:`smat_deploy.engines.int8_budget.fit_budget` returns layer groups to float from.
+    """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -182,6 +192,8 @@ def quantize_int8_cpu(src: str | os.PathLike[str], dst: str | os.PathLike[str], 
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
+            if prepared_out is not None:
+                shutil.copyfile(prepared, prepared_out)
         except SmatError:
             raise
         except Exception as err:
@@ -199,9 +211,7 @@ def qdq_structure(model: onnx.ModelProto) -> dict:
     """
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    constants = {
-        out: node.attribute[0].t for node in graph.node if node.op_type == "Constant" for out in node.output
-    }
+    constants = {out: node.attribute[0].t for node in graph.node if node.op_type == "Constant" for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
@@ -225,7 +235,9 @@ def qdq_structure(model: onnx.ModelProto) -> dict:
             else:
                 values = onnx.numpy_helper.to_array(tensor)
                 if tensor.data_type != onnx.TensorProto.INT8:
-                    problems.append(f"{node.name}: zero point is {onnx.TensorProto.DataType.Name(tensor.data_type)}, not INT8")
+                    problems.append(
+                        f"{node.name}: zero point is {onnx.TensorProto.DataType.Name(tensor.data_type)}, not INT8"
+                    )
                 if np.any(values != 0):
                     problems.append(f"{node.name}: non-zero zero point (asymmetric)")
         if node.op_type == "DequantizeLinear":

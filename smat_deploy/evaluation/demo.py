@@ -27,6 +27,7 @@ from smat_deploy.data.synthetic import make_composite
 from smat_deploy.engines.tensorrt_build import tensorrt_status
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.figures import save_heatmap, save_overlay
+from smat_deploy.evaluation.parity_data import shared_photos_dir
 from smat_deploy.export.manifest import manifest_path_for, read_manifest
 from smat_deploy.model import SMat, describe_weights, load_model
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
@@ -232,7 +233,12 @@ def _variants(config: DemoConfig, float32: Engine, source: dict, log: Log) -> tu
             continue
         calibration = calibration or _calibration(config, log)
         variant = make_variant(
-            kind, float32.engine, calibration, engines_dir=config.engines_dir, log=lambda m: log(f"    {m}")
+            kind,
+            float32.engine,
+            calibration,
+            engines_dir=config.engines_dir,
+            holdout_photos=_holdout_photos(config),
+            log=lambda m: log(f"    {m}"),
         )
         engines.append(Engine(f"onnx {kind}", str(variant.path), kind, variant.size_bytes, variant.seconds))
         if variant.engine:
@@ -243,6 +249,13 @@ def _variants(config: DemoConfig, float32: Engine, source: dict, log: Log) -> tu
         available, reason = tensorrt_status()
         notes.append("no precision variants requested" + ("" if available else f"; TensorRT: {reason}"))
     return engines, sorted(set(notes))
+
+
+def _holdout_photos(config: DemoConfig) -> Path | None:
+    """Photos the INT8 budget is measured on: the parity stage's photo folder (a calibration set is not held out)."""
+    if config.parity_data is not None:
+        return None if (config.parity_data / "index.json").is_file() else config.parity_data
+    return shared_photos_dir()
 
 
 def _sample(seed: int):

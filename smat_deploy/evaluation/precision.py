@@ -22,12 +22,21 @@ import onnxruntime as ort
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy.engines import cpu_graph, fp16, int8
 from smat_deploy.engines._isolated import run_isolated
-from smat_deploy.engines.calibration import CalibrationSet
+from smat_deploy.engines.calibration import PROMPT_KINDS, CalibrationSet
+from smat_deploy.engines.int8_budget import (
+    MIN_CALIBRATION_SAMPLES,
+    SENSITIVITY_SAMPLES,
+    AlphaScorer,
+    Budget,
+    BudgetReport,
+    fit_budget,
+)
 from smat_deploy.engines.tensorrt_build import build_engine, tensorrt_status
-from smat_deploy.errors import SmatError
+from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.evaluation.metrics import grad, sad
 from smat_deploy.export.manifest import build_manifest, manifest_path_for, read_manifest, write_manifest
 from smat_deploy.export.parity import DEFAULT_TOLERANCE, make_case, standard_cases
+from smat_deploy.export.tensorrt_support import check_tensorrt_support
 
 VARIANT_FILES = {
     "float32_cpu": "smat_cpu.onnx",
@@ -53,6 +62,7 @@ class VariantReport:
     structure: dict | None = None
     engine: str | None = None
     notes: list[str] = field(default_factory=list)
+    budget: BudgetReport | None = None
 
 
 def session(path: str | os.PathLike[str], basic: bool = False, threads: int | None = None) -> ort.InferenceSession:
@@ -68,10 +78,61 @@ def session(path: str | os.PathLike[str], basic: bool = False, threads: int | No
 
 def holdout_feeds(count: int = 5, size: int = 518) -> list[dict[str, np.ndarray]]:
     """``count`` composites (one per prompt kind, cycling) that no calibration set contains."""
-    kinds = ("none", "point", "box", "scribble", "mask")
-    return [
-        make_case(f"holdout {i}", (size, size), (kinds[i % 5],), HOLDOUT_SEED + 100 * i).feed() for i in range(count)
+    return [feed for _, feed in holdout_samples(count, size)]
+
+
+#: Suffix of the gate samples made from calibration photos (scored at their full framing, not held out).
+CALIBRATION_PHOTO = "calibration photo"
+
+
+def holdout_samples(
+    count: int = 5,
+    size: int = 518,
+    photos: str | os.PathLike[str] | None = None,
+    calibration: CalibrationSet | None = None,
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Named feeds for the INT8 gate: ``count`` composites no calibration set contains, then the photos under
+    ``photos`` with every prompt kind (from their ground truth when they have one, else the central region),
+    capped to ``size`` on the long side.
+
+    A photo that the calibration set also holds (matched by name) is still scored, whole rather than
+    centre-cropped, and its sample names end in ``(calibration photo)``: the gate then covers
+    everything ``parity`` would run on that folder, and the held-out part is reported on its own.
+    """
+    samples = [
+        (
+            f"composite {i} ({PROMPT_KINDS[i % 5]})",
+            make_case(f"holdout {i}", (size, size), (PROMPT_KINDS[i % 5],), HOLDOUT_SEED + 100 * i).feed(),
+        )
+        for i in range(count)
     ]
+    if photos is None:
+        return samples
+    from smat_deploy.evaluation.parity_data import load_photo_folder
+
+    seen = [s["image"] for s in calibration.samples if s.get("source") == "photo"] if calibration else []
+    data = load_photo_folder(photos, PROMPT_KINDS, max_size=size)
+    for sample in data.samples:
+        stem = Path(sample.name).stem
+        calibrated = any(Path(image).stem.endswith(stem) for image in seen)
+        feed = {
+            "image": np.ascontiguousarray(sample.image.transpose(2, 0, 1)[None], np.float32),
+            "prompt": sample.prompt[None, None].astype(np.float32),
+            "state": np.array([[sample.state]], np.float32),
+        }
+        samples.append((f"{sample.name} ({sample.kind}{', ' + CALIBRATION_PHOTO if calibrated else ''})", feed))
+    return samples
+
+
+def _held_out_part(report: BudgetReport, names: list[str]) -> dict:
+    """Accuracy of the final model on the samples the quantiser never saw (composites, held-out photos)."""
+    keep = [i for i, name in enumerate(names) if CALIBRATION_PHOTO not in name]
+    final = report.final
+    return {
+        "samples": len(keep),
+        "mean_abs": float(np.mean([final.per_sample_mean[i] for i in keep])),
+        "max_abs": float(np.max([final.per_sample_max[i] for i in keep])),
+    }
 
 
 def compare(reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: list[dict]) -> dict:
@@ -114,6 +175,63 @@ def _fp16_calibration(calibration: CalibrationSet, size: int = 224) -> dict[str,
     return {"image": image.numpy(), "prompt": prompt.numpy(), "state": calibration.state[picks]}
 
 
+def _quantize_within_budget(
+    kind: str,
+    float32_onnx: Path,
+    dst: Path,
+    calibration: CalibrationSet,
+    reference: ort.InferenceSession,
+    budget: Budget,
+    holdout: int,
+    holdout_photos: str | os.PathLike[str] | None,
+    log: Callable[[str], None],
+) -> BudgetReport:
+    """Quantise all weight layers, then return layer groups to float until ``budget`` holds; write ``dst``."""
+    import tempfile
+
+    tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
+    feeds = holdout_samples(holdout, calibration.size, holdout_photos, calibration)
+    with tempfile.TemporaryDirectory(prefix="smat-int8-budget-") as scratch:
+        raw = Path(scratch) / "all_int8.onnx"
+        if kind == "int8":
+            log(f"INT8 (TensorRT Q/DQ): Model Optimizer, calibrating on {len(calibration)} samples")
+            run_isolated("INT8 quantisation", int8.quantize_int8_tensorrt, float32_onnx, raw, tensors)
+            float_model, float_weights = onnx.load(str(float32_onnx)), None
+        else:
+            log(f"INT8 (ONNX Runtime CPU): static QDQ U8S8, calibrating on {len(calibration)} samples")
+            prepared = Path(scratch) / "prepared.onnx"
+            run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, float32_onnx, raw, tensors, prepared)
+            float_model = onnx.load(str(prepared))
+            float_weights = {init.name: init for init in float_model.graph.initializer}
+        log(
+            f"accuracy budget: mean |diff| <= {budget.mean_abs:g}, max <= {budget.max_abs:g} on {len(feeds)} "
+            f"held-out samples; measuring each layer group's sensitivity"
+        )
+        model, report = fit_budget(
+            onnx.load(str(raw)),
+            float_model,
+            AlphaScorer(reference, feeds),
+            budget,
+            feeds[0][1],
+            float_weights=float_weights,
+            progress=lambda message: log(f"  {message}"),
+        )
+    names = [name for name, _ in feeds]
+    calibrated = sum(CALIBRATION_PHOTO in name for name in names)
+    photos = len(names) - holdout
+    report.measured_on = (
+        f"{len(names)} samples: {holdout} generated composites and {photos} photo samples (5 prompt kinds each"
+        + (f"; {calibrated} of them from calibration photos, whole)" if calibrated else ")")
+        + f"; sensitivities on the {min(SENSITIVITY_SAMPLES, len(names))} with the largest max |diff|"
+    )
+    report.held_out = _held_out_part(report, names)
+    if not report.passed:
+        raise CheckFailed(f"{report.failure(VARIANT_FILES[kind])}; nothing was written")
+    onnx.save(model, str(dst))
+    onnx.checker.check_model(str(dst))
+    return report
+
+
 def make_variant(
     kind: str,
     float32_onnx: str | os.PathLike[str],
@@ -122,31 +240,40 @@ def make_variant(
     build: bool = True,
     engines_dir: str | os.PathLike[str] = "engines",
     holdout: int = 5,
+    holdout_photos: str | os.PathLike[str] | None = None,
+    budget: Budget | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> VariantReport:
     """Write, verify and describe one variant (``float32_cpu``, ``fp16``, ``int8`` or ``int8_cpu``) next to
-    ``float32_onnx``."""
+    ``float32_onnx``.
+
+    INT8 variants are held to ``budget`` (default :class:`~smat_deploy.engines.int8_budget.Budget`:
+    mean |diff| 5e-3, max 0.05 against float32, >= 90 % of weight FLOPs in int8) on ``holdout``
+    generated composites plus the photos under ``holdout_photos``; layer groups return to float,
+    most sensitive first, until it holds, and a file that cannot meet it is not written."""
     if kind not in VARIANT_FILES:
         raise SmatError(f"unknown precision {kind!r} (expected one of {', '.join(VARIANT_FILES)})")
     float32_onnx = Path(float32_onnx)
     target = float32_onnx.parent / VARIANT_FILES[kind]
     reference = session(float32_onnx)
-    tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
+    if kind in ("int8", "int8_cpu") and len(calibration) < MIN_CALIBRATION_SAMPLES:
+        raise SmatError(
+            f"calibration set {calibration.directory} has {len(calibration)} sample(s); INT8 needs at least "
+            f"{MIN_CALIBRATION_SAMPLES} (one per prompt kind): rebuild it with smat-deploy calib-data"
+        )
     with atomic_output(target) as tmp:
         start = time.perf_counter()
-        rewrites = None
+        rewrites = budget_report = None
         if kind == "float32_cpu":
             log("float32 for ONNX Runtime CPU: fused attention, GELU and LayerNorm kernels; split concat convolutions")
             rewrites = run_isolated("CPU graph rewrite", cpu_graph.make_cpu_graph, float32_onnx, tmp)
         elif kind == "fp16":
             log("FP16: Model Optimizer AutoCast (float32 I/O; LayerNorm, Softmax, reductions in float32)")
             run_isolated("FP16 conversion", fp16.convert_fp16, float32_onnx, tmp, _fp16_calibration(calibration))
-        elif kind == "int8":
-            log(f"INT8 (TensorRT Q/DQ): Model Optimizer, calibrating on {len(calibration)} samples")
-            run_isolated("INT8 quantisation", int8.quantize_int8_tensorrt, float32_onnx, tmp, tensors)
         else:
-            log(f"INT8 (ONNX Runtime CPU): static QDQ U8S8, calibrating on {len(calibration)} samples")
-            run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, float32_onnx, tmp, tensors)
+            budget_report = _quantize_within_budget(
+                kind, float32_onnx, tmp, calibration, reference, budget or Budget(), holdout, holdout_photos, log
+            )
         seconds = time.perf_counter() - start
         candidate = session(tmp, basic=kind == "fp16")
         if kind == "float32_cpu":
@@ -154,7 +281,7 @@ def make_variant(
             log(f"verifying the CPU graph against float32: {len(calibration)} calibration samples, {len(cases)} sizes")
             accuracy = compare(reference, candidate, calibration.feeds() + [case.feed() for case in cases])
             if accuracy["nonfinite"] or accuracy["max_abs"] > DEFAULT_TOLERANCE:
-                raise SmatError(
+                raise CheckFailed(
                     f"CPU graph is off float32 by max {accuracy['max_abs']:.1e} ({accuracy['nonfinite']} NaN/Inf; "
                     f"limit {DEFAULT_TOLERANCE:g}); nothing was written"
                 )
@@ -162,20 +289,25 @@ def make_variant(
             log(f"verifying FP16 against float32 on the {len(calibration)} calibration samples")
             accuracy = compare(reference, candidate, calibration.feeds())
             if accuracy["nonfinite"]:
-                raise SmatError(f"FP16 model produced {accuracy['nonfinite']} NaN/Inf values; nothing was written")
+                raise CheckFailed(f"FP16 model produced {accuracy['nonfinite']} NaN/Inf values; nothing was written")
             if accuracy["mean_abs"] > FP16_MEAN_ABS or accuracy["max_abs"] > FP16_MAX_ABS:
-                raise SmatError(
+                raise CheckFailed(
                     f"FP16 model is off float32 by mean {accuracy['mean_abs']:.1e} / max {accuracy['max_abs']:.1e} "
                     f"(limits {FP16_MEAN_ABS:g} / {FP16_MAX_ABS:g}); nothing was written"
                 )
         else:
-            log(f"measuring INT8 accuracy on {holdout} held-out composites")
-            accuracy = compare(reference, candidate, holdout_feeds(holdout, calibration.size))
-            if accuracy["nonfinite"]:
-                raise SmatError(f"{kind} model produced {accuracy['nonfinite']} NaN/Inf values; nothing was written")
+            feeds = holdout_samples(holdout, calibration.size, holdout_photos, calibration)
+            accuracy = compare(reference, candidate, [feed for _, feed in feeds])
+            accuracy["int8_share_of_weight_flops"] = round(budget_report.int8_share, 4)
         structure = int8.qdq_structure(onnx.load(str(tmp))) if kind == "int8" else None
         if structure is not None and structure["problems"]:
             raise SmatError(f"INT8 Q/DQ placement is wrong: {structure['problems'][0]}")
+        support = None if kind in CPU_ONLY else check_tensorrt_support(onnx.load(str(tmp)))
+        if support is not None and not support["passed"]:
+            raise SmatError(
+                f"{VARIANT_FILES[kind]} breaks TensorRT's ONNX support matrix: {support['problems'][0]}; "
+                "nothing was written"
+            )
         size_bytes = tmp.stat().st_size
         source = read_manifest(manifest_path_for(float32_onnx)) or {}
         manifest = {
@@ -201,12 +333,14 @@ def make_variant(
             "accuracy_measured_on": {
                 "float32_cpu": "calibration set and the export's standard cases",
                 "fp16": "calibration set",
-            }.get(kind, f"{holdout} held-out synthetic composites"),
+            }.get(kind, None if budget_report is None else budget_report.measured_on),
             "qdq_structure": structure,
+            "tensorrt_support": support,
             "cpu_rewrites": rewrites,
+            "int8_budget": None if budget_report is None else budget_report.as_dict(),
         }
     write_manifest(manifest_path_for(target), manifest)
-    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure)
+    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure, budget=budget_report)
     if build and kind not in CPU_ONLY:
         available, reason = tensorrt_status()
         if available:

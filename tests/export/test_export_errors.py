@@ -83,3 +83,20 @@ def test_a_terminated_export_keeps_the_old_files_and_leaves_no_temporary_file(tm
     assert process.returncode == 130 and stderr.strip().endswith("error: interrupted"), stderr
     assert (out / "smat.onnx").read_bytes() == b"the previous model"
     assert sorted(p.name for p in out.iterdir()) == ["smat.onnx"]
+
+
+def test_bad_int8_budgets_fail_before_any_work(run_cli, tmp_path):
+    out = tmp_path / "out"
+    cases = [
+        (["--max-mean-diff", "0"], "mean |diff| must be a positive number, got 0.0"),
+        (["--max-mean-diff", "-1e-3"], "mean |diff| must be a positive number"),
+        (["--max-diff", "nan"], "max |diff| must be a positive number, got nan"),
+        (["--max-diff", "inf"], "max |diff| must be a positive number, got inf"),
+        (["--min-int8-share", "1.5"], "least int8 share must lie in [0, 1], got 1.5"),
+        (["--holdout-photos", tmp_path / "missing"], "--holdout-photos: no such folder"),
+    ]
+    for args, message in cases:
+        result = run_cli("export", "--int8", "--output-dir", out, *args)
+        assert result.code == 2
+        assert message in _single_error_line(result)
+    assert not out.exists()
