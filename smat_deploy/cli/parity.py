@@ -31,13 +31,15 @@ PARITY_EPILOG = f"""Examples:
 
   smat-deploy parity --engine export/smat_fp16.onnx --data calib_data/ --prompts none,point,box
 
-  smat-deploy parity --engine engines/smat_int8.plan --data my_photos/ --max-size 1024 --tolerance 0.2 --json
+  smat-deploy parity --engine engines/smat_int8.plan --data my_photos/ --max-size 1024 --limit 20 --json
 
 Data: --data is a calibration set (index.json) or a photo folder (image/ + alpha/ with matching stems, \
 or photos with their alpha beside them named NAME_alpha / NAME_truth / alpha_NAME). Without --data: \
 calib_data/ when built, else ../shared/data/matting when present, else two generated composites.
 
-Default tolerances (max/mean |diff| against the reference) by the engine's precision: {_DEFAULTS}.
+Default tolerances (max/mean |diff| against the reference) by the engine's precision: {_DEFAULTS}. \
+INT8 defaults are the gate the export checked against float32; an INT8 file exported with another \
+budget is held to the one its manifest records (int8_budget).
 
 Exit status: 0 every prompt kind within tolerance; 1 a tolerance was exceeded or the engine returned \
 NaN/Inf (one line on stderr says which); 2 bad input (unknown engine type, an engine that breaks the \

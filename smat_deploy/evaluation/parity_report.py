@@ -8,7 +8,11 @@ the reference and, where a ground-truth alpha is known, against it (engine and r
 side). The worst samples get PNG heatmaps. ``result.passed`` is False when a kind's max or mean
 difference exceeds its tolerance or the engine returned NaN/Inf.
 
-Default tolerances come from the engine's precision (its sidecar manifest): :data:`TOLERANCES`.
+Default tolerances come from the engine's precision (its sidecar manifest): :data:`TOLERANCES`. An
+INT8 engine's are the gate its export had to meet (:mod:`smat_deploy.engines.int8_budget`: mean
+|diff| 5e-3, max 0.05), measured there against float32 on held-out images; when the export recorded
+another budget in the ONNX file's manifest (``int8_budget``), that one applies. Parity compares with
+the PyTorch reference, so float32's own error (below 1e-4) adds to what the gate bounds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy._table import format_table
+from smat_deploy.engines.int8_budget import DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS, Budget
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from smat_deploy.evaluation.parity_data import (
@@ -42,31 +47,81 @@ from smat_deploy.runtime import Runtime
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
 #: (max |diff|, mean |diff|) allowed against the reference, by the engine's precision. float32 is the
-#: export's own bound; fp16 is the FP16 gate of ``export --fp16``; INT8 is loose enough for what the
-#: quantisers reach on the default weights (mean 0.008-0.016, max about 0.1 on composites), tight
-#: enough to catch a broken calibration.
+#: export's own bound; fp16 is the FP16 gate of ``export --fp16``; INT8 is the INT8 gate every INT8
+#: file meets against float32 at export (on held-out images), unless the export recorded another budget.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-5),
     "float32_cpu": (1e-4, 1e-5),  # the same arithmetic in fused ONNX Runtime kernels
     "fp16": (2e-2, 1e-3),
     "float16": (2e-2, 1e-3),
-    # INT8 bounds catch a broken quantisation, not a small loss: tighten them with --tolerance and
-    # --mean-tolerance for your weights. The TensorRT-oriented file also quantises the attention
-    # products, and on the untrained built-in weights its mean |diff| measured 0.016 to 0.032.
-    "int8": (0.3, 0.05),
-    "int8_cpu": (0.3, 0.03),
+    "int8": (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS),
+    "int8_cpu": (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS),
 }
+#: Precisions whose tolerances an ``int8_budget`` recorded in the manifest replaces.
+INT8_PRECISIONS = ("int8", "int8_cpu")
 #: Heatmaps written by default: the samples with the largest max |diff|.
 DEFAULT_WORST = 3
 #: Where the heatmaps and parity.json go by default.
 DEFAULT_OUT = Path("parity_out")
 
 
-def default_tolerances(precision: str) -> tuple[float, float, str]:
-    """``(max, mean, why)`` for an engine of ``precision`` (unknown precisions get float32's bounds)."""
+def default_tolerances(precision: str, manifest: str | os.PathLike[str] | None = None) -> tuple[float, float, str]:
+    """``(max, mean, why)`` for an engine of ``precision`` (unknown precisions get float32's bounds).
+
+    ``manifest``: the engine's sidecar manifest. For an INT8 engine, the budget its export recorded
+    there (or, for a TensorRT engine, in its source ONNX's manifest) replaces the default.
+    """
+    if precision in INT8_PRECISIONS and manifest is not None:
+        recorded = recorded_int8_budget(manifest)
+        if recorded is not None:
+            budget, path = recorded
+            return budget.max_abs, budget.mean_abs, f"INT8 budget recorded in {path}"
     if precision in TOLERANCES:
         return (*TOLERANCES[precision], f"default for {precision}")
     return (*TOLERANCES["float32"], f"float32 default: precision {precision!r} is not recorded")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        manifest = read_manifest(path)
+    except (OSError, ValueError) as err:
+        raise SmatError(f"cannot read the manifest {path}: {err}".splitlines()[0]) from None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _recorded(manifest_path: str | os.PathLike[str], key: str) -> tuple[object, Path | None]:
+    """``(value, manifest path)`` of ``key`` in a sidecar manifest, or in the manifest of the ONNX file a
+    TensorRT engine's manifest names as its source; ``(None, None)`` when neither records it."""
+    path = Path(manifest_path)
+    manifest = _read(path)
+    if manifest is not None and key not in manifest and manifest.get("source_onnx"):
+        onnx_path = Path(manifest["source_onnx"])
+        if not onnx_path.is_file():
+            onnx_path = path.parent / onnx_path.name
+        path = manifest_path_for(onnx_path)
+        manifest = _read(path)
+    if manifest is None or manifest.get(key) is None:
+        return None, None
+    return manifest[key], path
+
+
+def recorded_int8_budget(manifest: str | os.PathLike[str]) -> tuple[Budget, Path] | None:
+    """``(budget, manifest path)``: the INT8 budget an export recorded (``int8_budget.budget``), if any.
+
+    ``manifest`` is an ONNX file's sidecar, or a TensorRT engine's, which leads to its source ONNX's.
+    """
+    record, path = _recorded(manifest, "int8_budget")
+    if record is None:
+        return None
+    budget = record.get("budget") if isinstance(record, dict) else None
+    if not isinstance(budget, dict):
+        raise SmatError(f"{path} records an int8_budget without its budget (mean_abs, max_abs)")
+    try:
+        return Budget(mean_abs=budget["mean_abs"], max_abs=budget["max_abs"]), path
+    except KeyError as err:
+        raise SmatError(f"{path} records an INT8 budget without {err.args[0]}") from None
+    except SmatError as err:
+        raise SmatError(f"{path}: {err}") from None
 
 
 # -- the reference's weights ------------------------------------------------------------------------------
@@ -79,20 +134,10 @@ def engine_source(engine: str | os.PathLike[str] | SMat) -> tuple[dict | None, P
         return None, None  # the torch engine or an SMat module: no manifest
     if Path(engine).suffix.lower() in (".pth", ".pt"):
         return None, None
-    path = manifest_path_for(engine)
-    try:
-        manifest = read_manifest(path)
-        if isinstance(manifest, dict) and "source" not in manifest and manifest.get("source_onnx"):
-            onnx_path = Path(manifest["source_onnx"])
-            if not onnx_path.is_file():
-                onnx_path = Path(engine).parent / onnx_path.name
-            path = manifest_path_for(onnx_path)
-            manifest = read_manifest(path)
-    except (OSError, ValueError) as err:
-        raise SmatError(f"cannot read the manifest {path}: {err}".splitlines()[0]) from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("source"), dict):
+    source, path = _recorded(manifest_path_for(engine), "source")
+    if not isinstance(source, dict):
         return None, None
-    return manifest["source"], path
+    return source, path
 
 
 @dataclass(frozen=True)
@@ -350,11 +395,12 @@ def run_parity_check(
     the engine's manifest records, else the built-in ones with ``seed``). ``reference_model``: an SMat
     module already holding those weights, to save loading them again (which weights they are is then
     the caller's word). ``tolerance``/``mean_tolerance``: bounds on max/mean |diff| per prompt kind
-    (default: by the engine's precision, :data:`TOLERANCES`). ``max_size``: cap on the long side
-    (None: full size). ``limit``: at most this many images. ``out_dir``: heatmaps of the ``worst``
-    samples and ``parity.json`` (None: write nothing). ``progress(total)`` returns a callable ticked
-    after each sample; ``on_skip(item, reason)`` hears about data that was skipped (default: a
-    warning). Bad input raises :class:`SmatError`; a tolerance exceeded is ``result.passed == False``.
+    (default: by the engine's precision, :data:`TOLERANCES`, or the INT8 budget its export recorded).
+    ``max_size``: cap on the long side (None: full size). ``limit``: at most this many images.
+    ``out_dir``: heatmaps of the ``worst`` samples and ``parity.json`` (None: write nothing).
+    ``progress(total)`` returns a callable ticked after each sample; ``on_skip(item, reason)`` hears
+    about data that was skipped (default: a warning). Bad input raises :class:`SmatError`; a
+    tolerance exceeded is ``result.passed == False``.
     """
     kinds = parse_prompt_kinds(prompts)
     if worst < 0:
@@ -390,7 +436,7 @@ def run_parity_check(
     reference_runtime = Runtime.open(
         reference.engine if reference_model is None else reference_model, device=device, threads=threads, seed=seed
     )
-    max_tol, mean_tol, why = default_tolerances(info.precision)
+    max_tol, mean_tol, why = default_tolerances(info.precision, info.details.get("manifest"))
     result = ParityResult(
         engine=info.as_dict(),
         reference=reference,

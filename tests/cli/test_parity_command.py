@@ -8,6 +8,7 @@ import json
 import pytest
 
 from smat_deploy.engines.calibration import build_calibration_set
+from smat_deploy.engines.int8_budget import DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS
 
 
 def _one_error(result, message):
@@ -70,7 +71,7 @@ def test_cli_bad_input_is_one_error_line(run_cli, tmp_path, parity_photos, tiny_
 @pytest.mark.heavy
 def test_real_export_passes_on_a_calibration_set(run_cli, tmp_path, exported, fast_reference):
     """The float32 ONNX export against the reference it was exported from, on composites with exact alpha."""
-    build_calibration_set(tmp_path / "calib", synthetic=1, size=112)
+    build_calibration_set(tmp_path / "calib", synthetic=1, size=112, builtin_photos=False)
     onnx_path = exported["dir"] / "smat.onnx"
     result = run_cli("parity", "--engine", onnx_path, "--data", tmp_path / "calib", "--out", tmp_path / "out", "--json")
     assert result.code == 0, result.stderr
@@ -86,3 +87,20 @@ def test_help_shows_examples_and_the_exit_status(run_cli):
     result = run_cli("parity", "--help")
     assert result.code == 0 and "smat-deploy parity --engine export/smat.onnx" in result.stdout
     assert "Exit status" in result.stdout and "fp16 0.02/0.001" in result.stdout
+    text = " ".join(result.stdout.split())
+    assert f"int8 {DEFAULT_MAX_ABS:g}/{DEFAULT_MEAN_ABS:g}, int8_cpu {DEFAULT_MAX_ABS:g}/{DEFAULT_MEAN_ABS:g}" in text
+    assert "the one its manifest records (int8_budget)" in text
+
+
+def test_cli_int8_tolerance_is_the_recorded_budget(run_cli, tmp_path, parity_photos, tiny_onnx_factory, fast_reference):
+    engine = tiny_onnx_factory(tmp_path / "smat_int8.onnx", precision="int8")
+    args = ("parity", "--engine", engine, "--data", parity_photos, "--prompts", "none", "--worst", "0", "--json")
+    default = json.loads(run_cli(*args, "--out", tmp_path / "o1").stdout)["tolerance"]
+    assert default == {"max_abs": DEFAULT_MAX_ABS, "mean_abs": DEFAULT_MEAN_ABS, "source": "default for int8"}
+    manifest = tmp_path / "smat_int8.json"
+    budget = {"mean_abs": 1e-3, "max_abs": 0.02, "min_int8_share": 0.9}
+    manifest.write_text(json.dumps({"precision": "int8", "int8_budget": {"budget": budget}}))
+    result = run_cli(*args, "--out", tmp_path / "o2")
+    assert result.code == 1  # the tiny model is not SMat
+    recorded = json.loads(result.stdout)["tolerance"]
+    assert recorded == {"max_abs": 0.02, "mean_abs": 1e-3, "source": f"INT8 budget recorded in {manifest}"}

@@ -1,5 +1,5 @@
-"""``run_parity_check``: differences and metrics recomputed independently, tolerances, NaN outputs, heatmaps,
-and which weights the reference uses."""
+"""``run_parity_check``: differences and metrics recomputed independently, tolerances (INT8: the export's gate or
+the budget it recorded), NaN outputs, heatmaps, and which weights the reference uses."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import torch
 from PIL import Image
 
 from smat_deploy import images
+from smat_deploy.engines.int8_budget import DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS
+from smat_deploy.engines.tensorrt_build import ENGINE_MANIFEST_FORMAT
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation.metrics import matting_metrics, mean_metrics
-from smat_deploy.evaluation.parity_report import resolve_reference, run_parity_check
+from smat_deploy.evaluation.parity_report import (
+    TOLERANCES,
+    default_tolerances,
+    resolve_reference,
+    run_parity_check,
+)
 from smat_deploy.model import describe_weights
 
 
@@ -155,3 +162,87 @@ def test_nan_output_fails_whatever_the_tolerance(tmp_path, parity_photos, varyin
     assert result.max_abs == 1.0  # a NaN pixel counts as the whole alpha range
     record = json.loads((tmp_path / "out" / "parity.json").read_text(), parse_constant=pytest.fail)  # no NaN/Infinity
     assert record["samples"][0]["nonfinite"] == 42 * 56
+
+
+# -- INT8 tolerances: the export's gate, or the budget the export recorded --------------------------------
+def _record_budget(manifest, mean_abs, max_abs):
+    record = json.loads(manifest.read_text())
+    budget = {"mean_abs": mean_abs, "max_abs": max_abs, "min_int8_share": 0.9}
+    record["int8_budget"] = {"budget": budget, "final": {"mean_abs": mean_abs / 2, "max_abs": max_abs / 2}}
+    manifest.write_text(json.dumps(record))
+
+
+def test_int8_defaults_are_the_export_gate_unless_a_budget_is_recorded(tmp_path, tiny_onnx_factory):
+    assert TOLERANCES["int8"] == TOLERANCES["int8_cpu"] == (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS)
+    assert default_tolerances("int8_cpu") == (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS, "default for int8_cpu")
+    onnx_dir, engine_dir = tmp_path / "export", tmp_path / "engines"
+    onnx_dir.mkdir()
+    engine_dir.mkdir()
+    onnx_path = tiny_onnx_factory(onnx_dir / "smat_int8.onnx", precision="int8")
+    manifest = onnx_dir / "smat_int8.json"
+    assert default_tolerances("int8", manifest) == (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS, "default for int8")
+    _record_budget(manifest, 2e-3, 0.03)
+    assert default_tolerances("int8", manifest) == (0.03, 2e-3, f"INT8 budget recorded in {manifest}")
+    assert default_tolerances("fp16", manifest) == (2e-2, 1e-3, "default for fp16")  # other precisions: unchanged
+    # A TensorRT engine's manifest names its source ONNX, whose manifest has the budget.
+    plan_manifest = engine_dir / "smat_int8.json"
+    plan_manifest.write_text(
+        json.dumps({"format": ENGINE_MANIFEST_FORMAT, "precision": "int8", "source_onnx": str(onnx_path)})
+    )
+    assert default_tolerances("int8", plan_manifest) == (0.03, 2e-3, f"INT8 budget recorded in {manifest}")
+    _record_budget(manifest, -1.0, 0.03)
+    with pytest.raises(SmatError, match=r"smat_int8\.json: the INT8 budget's mean \|diff\| must be a positive"):
+        default_tolerances("int8", plan_manifest)
+
+
+def _off_by_onnx(path, alpha):
+    """A contract model that returns the fixed ``alpha`` (H x W) whatever the image: an engine that is off by design."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = ["batch", 1, "height", "width"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["image", "axis"], ["grey"], keepdims=1),
+            helper.make_node("Mul", ["grey", "zero"], ["zeros"]),
+            helper.make_node("Add", ["zeros", "target"], ["alpha"]),
+        ],
+        "off_smat",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"]),
+            helper.make_tensor_value_info("prompt", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("alpha", TensorProto.FLOAT, shape)],
+        initializer=[
+            helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            numpy_helper.from_array(alpha[None, None].astype(np.float32), "target"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    path.with_suffix(".json").write_text(json.dumps({"precision": "int8"}))
+    return path
+
+
+def test_int8_engine_off_by_a_mean_of_1e_2_fails_by_default(tmp_path, parity_photos, varying_model):
+    """1% mean error, within the max bound: the INT8 gate fails it; a budget recorded at export decides instead."""
+    cat = images.load_image(parity_photos / "cat.png")
+    reference = _reference(varying_model, cat, np.zeros(cat.shape[:2], np.float32))
+    error = np.full(reference.shape, 0.01)
+    error[5, 7] = 0.04
+    engine = _off_by_onnx(tmp_path / "smat_int8.onnx", reference + error)
+    options = {"prompts": "none", "limit": 1, "reference_model": varying_model, "out_dir": None}
+    result = run_parity_check(engine, parity_photos, **options)
+    row = result.rows[0]
+    assert row["samples"] == 1
+    assert row["mean_abs"] == pytest.approx(error.mean(), abs=1e-5) and row["max_abs"] == pytest.approx(0.04, abs=1e-5)
+    assert (result.tolerance, result.mean_tolerance, result.tolerance_source) == (0.05, 5e-3, "default for int8")
+    assert not result.passed and result.failures == ["none: mean |diff| 1.00e-02 > 0.005"]
+    manifest = tmp_path / "smat_int8.json"
+    _record_budget(manifest, 0.02, 0.05)  # exported with a looser budget: parity holds it to that one
+    recorded = run_parity_check(engine, parity_photos, **options)
+    assert recorded.passed and recorded.tolerance_source == f"INT8 budget recorded in {manifest}"
+    assert (recorded.tolerance, recorded.mean_tolerance) == (0.05, 0.02)
