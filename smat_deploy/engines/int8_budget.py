@@ -464,7 +464,12 @@ def fit_budget(
     records = [GroupRecord(name, nodes, sum(flops[n] for n in nodes) / 1e9) for name, nodes in groups_by_name.items()]
     for record in records:
         if not any(n in int8_now for n in record.nodes):
-            record.precision, record.why = "float32", "kept float by design (reads the image itself)"
+            record.precision = "float32"
+            record.why = (
+                "kept float by design (reads the image itself)"
+                if record.name in ("backbone.patch_embed", "decoder.convstream")
+                else "left in float by the quantiser"
+            )
     attention = {
         "nodes": len(products),
         "gflops": round(sum(product_flops.values()) / 1e9, 3),
@@ -503,7 +508,8 @@ def fit_budget(
         return_to_float(trial, set(record.nodes), float_weights)
         trial_accuracy = score(trial)
         if budget.excess(trial_accuracy) >= budget.excess(accuracy):
-            record.why = f"returning it to float did not help on all samples (excess {budget.excess(trial_accuracy):.2f})"
+            excess = budget.excess(trial_accuracy)
+            record.why = f"returning it to float did not help on all samples (excess {excess:.2f})"
             continue
         record.precision = "float32"
         record.why = f"returned to float: budget exceeded {budget.excess(accuracy):.2f}x before this step"

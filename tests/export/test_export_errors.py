@@ -55,11 +55,17 @@ def test_a_crash_mid_export_keeps_the_previous_model(run_cli, tmp_path, monkeypa
 
 def test_bad_calibration_folders_fail_before_the_export(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
-    line = _single_error_line(run_cli("export", "--int8", "--calib", tmp_path / "empty", "--output-dir", tmp_path / "out"))
+    line = _single_error_line(
+        run_cli("export", "--int8", "--calib", tmp_path / "empty", "--output-dir", tmp_path / "out")
+    )
     assert "holds no calibration set" in line
-    line = _single_error_line(run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out"))
+    line = _single_error_line(
+        run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out")
+    )
     assert "calibration folder not found" in line
-    line = _single_error_line(run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out"))
+    line = _single_error_line(
+        run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out")
+    )
     assert "calibration folder not found" in line
     assert not (tmp_path / "out" / "smat.onnx").exists()
 
@@ -100,3 +106,25 @@ def test_bad_int8_budgets_fail_before_any_work(run_cli, tmp_path):
         assert result.code == 2
         assert message in _single_error_line(result)
     assert not out.exists()
+
+
+def test_an_int8_file_over_its_budget_is_exit_1_with_one_line(run_cli, tmp_path, monkeypatch):
+    """A failed gate is "a check failed" (exit 1), not bad input (exit 2); the message is the gate's own line."""
+    from types import SimpleNamespace
+
+    from smat_deploy.cli import export as export_command
+    from smat_deploy.engines.calibration import build_calibration_set
+    from smat_deploy.errors import CheckFailed
+
+    calib = build_calibration_set(tmp_path / "calib", synthetic=1, size=28, builtin_photos=False).directory
+    monkeypatch.setattr(export_command, "export_float32", lambda **kwargs: SimpleNamespace(onnx_path=tmp_path / "x"))
+
+    def over_budget(kind, *args, **kwargs):
+        raise CheckFailed(f"smat_{kind}.onnx misses its budget: max |diff| 0.064 > 0.05 (1.3x); nothing was written")
+
+    monkeypatch.setattr(export_command, "make_variant", over_budget)
+    result = run_cli("export", "--int8", "--calib", calib, "--output-dir", tmp_path / "out")
+    assert result.code == 1
+    assert _single_error_line(result) == (
+        "error: smat_int8.onnx misses its budget: max |diff| 0.064 > 0.05 (1.3x); nothing was written"
+    )
