@@ -207,7 +207,7 @@ def sensitivity_rows(report: BudgetReport) -> list[dict]:
     attention = report.attention
     rows.append(
         {
-            "group": f"attention products ({attention['nodes']} MatMuls)",
+            "group": f"attention products ({attention['nodes']} nodes)",
             "GFLOP": attention["gflops"],
             "precision": attention["precision"],
             "why": "activation x activation: not a weight layer",

@@ -205,7 +205,7 @@ def _quantize_within_budget(
             float_weights = {init.name: init for init in float_model.graph.initializer}
         log(
             f"accuracy budget: mean |diff| <= {budget.mean_abs:g}, max <= {budget.max_abs:g} on {len(feeds)} "
-            f"held-out samples; measuring each layer group's sensitivity"
+            f"gate samples (composites + photos); measuring each layer group's sensitivity"
         )
         model, report = fit_budget(
             onnx.load(str(raw)),
