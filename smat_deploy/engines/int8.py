@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 
 from smat_deploy.engines.cpu_graph import fuse_transformer_ops
-from smat_deploy.engines.int8_budget import activation_products
+from smat_deploy.engines.int8_budget import activation_products, drop_unused_qdq
 from smat_deploy.errors import SmatError
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
@@ -135,13 +135,7 @@ def confine_qdq_to_compute_inputs(model: onnx.ModelProto) -> int:
         for output in graph.output:
             if output.name == dq.output[0]:
                 raise SmatError(f"cannot confine Q/DQ: {dq.name} produces a graph output")
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    unused_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in used]
-    for node in unused_dq:
-        graph.node.remove(node)
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    for node in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.output[0] not in used]:
-        graph.node.remove(node)
+    drop_unused_qdq(model)
     return rewired
 
 

@@ -79,7 +79,6 @@ class Engine:
 @dataclass
 class DemoReport:
     weights: str
-    trained: bool  # trained weights: a checkpoint, or the demo weights (briefly fine-tuned, not a real SMat checkpoint)
     engines: list[Engine]
     demo_weights: bool = False  # the brief synthetic fine-tune that stands in for a real checkpoint
     stages: list[dict] = field(default_factory=list)
@@ -124,7 +123,7 @@ class DemoReport:
     def as_dict(self) -> dict:
         return {
             "weights": self.weights,
-            "trained_weights": self.trained,
+            "trained_weights": True,  # a checkpoint, or the demo weights (fine-tuned; see demo_weights)
             "demo_weights": self.demo_weights,
             "summary": self.summary_rows(),
             "engines": [vars(e) for e in self.engines],
@@ -376,7 +375,7 @@ def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None)
         weights = f"{describe_demo_weights()} ({demo_checkpoint_path(config.cache_dir)})"
     else:
         weights = describe_weights(config.checkpoint, config.seed)
-    report = DemoReport(weights=weights, trained=True, engines=[], demo_weights=demo_weights)
+    report = DemoReport(weights=weights, engines=[], demo_weights=demo_weights)
     stages = _Stages(report, log)
     log(f"weights: {weights}")
     if demo_weights:

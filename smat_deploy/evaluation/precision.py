@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,11 +135,22 @@ def _held_out_part(report: BudgetReport, names: list[str]) -> dict:
     }
 
 
-def compare(reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: list[dict]) -> dict:
-    """Accuracy of ``candidate`` against ``reference``: abs differences, SAD, Grad, non-finite count."""
+def compare(
+    reference: ort.InferenceSession | None,
+    candidate: ort.InferenceSession,
+    feeds: list[dict],
+    expected_alphas: Sequence[np.ndarray] | None = None,
+) -> dict:
+    """Accuracy of ``candidate`` against ``reference``: abs differences, SAD, Grad, non-finite count.
+
+    ``expected_alphas``: the reference's alphas for ``feeds`` when already computed (then ``reference``
+    is not run)."""
     mean_abs, max_abs, sads, grads, nonfinite = [], [], [], [], 0
-    for feed in feeds:
-        expected = reference.run(["alpha"], feed)[0].astype(np.float64)
+    for index, feed in enumerate(feeds):
+        if expected_alphas is not None:
+            expected = np.asarray(expected_alphas[index], np.float64)
+        else:
+            expected = reference.run(["alpha"], feed)[0].astype(np.float64)
         got = candidate.run(["alpha"], feed)[0].astype(np.float64)
         bad = ~np.isfinite(got)
         nonfinite += int(bad.sum())
@@ -185,8 +196,10 @@ def _quantize_within_budget(
     holdout: int,
     holdout_photos: str | os.PathLike[str] | None,
     log: Callable[[str], None],
-) -> BudgetReport:
-    """Quantise all weight layers, then return layer groups to float until ``budget`` holds; write ``dst``."""
+) -> tuple[BudgetReport, AlphaScorer]:
+    """Quantise all weight layers, then return layer groups to float until ``budget`` holds; write ``dst``.
+
+    Returns the report and the scorer of the gate samples (their float32 alphas are computed once)."""
     import tempfile
 
     tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
@@ -207,10 +220,11 @@ def _quantize_within_budget(
             f"accuracy budget: mean |diff| <= {budget.mean_abs:g}, max <= {budget.max_abs:g} on {len(feeds)} "
             f"gate samples (composites + photos); measuring each layer group's sensitivity"
         )
+        scorer = AlphaScorer(reference, feeds)
         model, report = fit_budget(
             onnx.load(str(raw)),
             float_model,
-            AlphaScorer(reference, feeds),
+            scorer,
             budget,
             feeds[0][1],
             float_weights=float_weights,
@@ -229,7 +243,7 @@ def _quantize_within_budget(
         raise CheckFailed(f"{report.failure(VARIANT_FILES[kind])}; nothing was written")
     onnx.save(model, str(dst))
     onnx.checker.check_model(str(dst))
-    return report
+    return report, scorer
 
 
 def make_variant(
@@ -263,7 +277,7 @@ def make_variant(
         )
     with atomic_output(target) as tmp:
         start = time.perf_counter()
-        rewrites = budget_report = None
+        rewrites = budget_report = gate = None
         if kind == "float32_cpu":
             log("float32 for ONNX Runtime CPU: fused attention, GELU and LayerNorm kernels; split concat convolutions")
             rewrites = run_isolated("CPU graph rewrite", cpu_graph.make_cpu_graph, float32_onnx, tmp)
@@ -271,7 +285,7 @@ def make_variant(
             log("FP16: Model Optimizer AutoCast (float32 I/O; LayerNorm, Softmax, reductions in float32)")
             run_isolated("FP16 conversion", fp16.convert_fp16, float32_onnx, tmp, _fp16_calibration(calibration))
         else:
-            budget_report = _quantize_within_budget(
+            budget_report, gate = _quantize_within_budget(
                 kind, float32_onnx, tmp, calibration, reference, budget or Budget(), holdout, holdout_photos, log
             )
         seconds = time.perf_counter() - start
@@ -296,13 +310,13 @@ def make_variant(
                     f"(limits {FP16_MEAN_ABS:g} / {FP16_MAX_ABS:g}); nothing was written"
                 )
         else:
-            feeds = holdout_samples(holdout, calibration.size, holdout_photos, calibration)
-            accuracy = compare(reference, candidate, [feed for _, feed in feeds])
+            accuracy = compare(None, candidate, gate.feeds, gate.reference)  # the written file, on the gate samples
             accuracy["int8_share_of_weight_flops"] = round(budget_report.int8_share, 4)
-        structure = int8.qdq_structure(onnx.load(str(tmp))) if kind == "int8" else None
+        written = None if kind in CPU_ONLY else onnx.load(str(tmp))  # a file meant for TensorRT
+        structure = int8.qdq_structure(written) if kind == "int8" else None
         if structure is not None and structure["problems"]:
             raise SmatError(f"INT8 Q/DQ placement is wrong: {structure['problems'][0]}")
-        support = None if kind in CPU_ONLY else check_tensorrt_support(onnx.load(str(tmp)))
+        support = None if written is None else check_tensorrt_support(written)
         if support is not None and not support["passed"]:
             raise SmatError(
                 f"{VARIANT_FILES[kind]} breaks TensorRT's ONNX support matrix: {support['problems'][0]}; "

@@ -85,7 +85,7 @@ def test_demo_on_its_demo_weights_reuses_a_matching_export_and_writes_a_complete
 
 
 def test_a_checkpoint_is_named_in_the_report_without_the_demo_weights_caveat(tmp_path):
-    report = DemoReport(weights="smat.pth", trained=True, engines=[])
+    report = DemoReport(weights="smat.pth", engines=[])
     markdown = write_report(DemoConfig(out=tmp_path), report).read_text()
     assert "**Weights:** smat.pth" in markdown and "demo weights" not in markdown
     report.demo_weights, report.weights = True, describe_demo_weights()
