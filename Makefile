@@ -1,19 +1,20 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
 # Both create .venv with Python 3.12 and install the project the first time (a few minutes, ~6.5 GB),
 # including NVIDIA PyTriton (the Triton server) and the small numpy<2 environment its Python stub needs.
+# The install is ".[all,dev]" at the exact versions in constraints.txt; `make constraints` re-resolves those.
 
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean-venv
+.PHONY: demo test lint format constraints clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@set -e; py="$$(./tools/find-python3.12)"; \
 	if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; fi; \
 	$(PY) -m pip install --quiet --upgrade pip; \
-	$(PY) -m pip install --quiet -e ".[dev]"; \
+	$(PY) -m pip install --quiet -e ".[all,dev]" -c constraints.txt; \
 	$(PY) -m smat_deploy.serve.environment --install; \
 	touch "$(STAMP)"
 
@@ -32,6 +33,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Re-resolve ".[all,dev]" in a throwaway venv without constraints and write the exact versions to
+# constraints.txt (several GB of downloads); the next `make test` or `make demo` then installs them.
+constraints:
+	./tools/update-constraints
 
 clean-venv:
 	rm -rf "$(VENV)"
