@@ -2,22 +2,28 @@
 
 Images are handled as float32 ``HxWx3`` RGB arrays in [0, 1]. RGBA photos lose their alpha channel
 (it is not part of SMat's input), grayscale is replicated to three channels, and 16-bit files keep
-their full range before scaling to [0, 1].
+their full range before scaling to [0, 1]. A file's EXIF orientation is applied when it is read, so the
+array is the picture a photo viewer shows (a portrait phone photo stored landscape loads as portrait) and
+``--point X,Y`` coordinates read off a viewer land where they were meant to.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from smat_deploy._files import atomic_output, check_output_path
+from smat_deploy.contract import MIN_SIDE
 from smat_deploy.errors import SmatError
 
 #: Formats an RGBA cutout can be written in.
 CUTOUT_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
+#: Files read as photos when a folder is given (matte's folder mode, calibration and parity photos).
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _open(path: str | os.PathLike[str]) -> Image.Image:
@@ -29,7 +35,22 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SmatError(f"cannot read image {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
-    return image
+    return _upright(image)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation (tag 0x0112, values 2 to 8) applied.
+
+    Without a tag, or with orientation 1, the image itself is returned (no copy). An EXIF block too
+    broken to read leaves the image as stored: the pixels were readable before orientation mattered.
+    """
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation not in range(2, 9):
+            return image
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        return image
 
 
 def _to_float(image: Image.Image) -> np.ndarray:
@@ -55,15 +76,19 @@ def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.
         array = np.repeat(array[..., :1], 3, axis=-1)
     else:
         array = array[..., :3]
-    if min(array.shape[:2]) < 14:
-        raise SmatError(f"image {path} is {array.shape[1]}x{array.shape[0]}; SMat needs at least 14x14")
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise SmatError(f"image {path} is {array.shape[1]}x{array.shape[0]}; SMat needs at least {MIN_SIDE}x{MIN_SIDE}")
     if max_side is not None:
         array = cap_long_side(array, max_side)
     return np.ascontiguousarray(array)
 
 
 def load_mask_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """A mask file as float32 ``HxW``. With a non-trivial alpha channel, the alpha is the mask."""
+    """A mask file as float32 ``HxW``. With a non-trivial alpha channel, the alpha is the mask.
+
+    Like :func:`load_image`, the file's EXIF orientation is applied, so a mask saved beside its photo
+    with the same orientation tag lines up with the loaded photo.
+    """
     array = _to_float(_open(path))
     if array.ndim == 3:
         has_alpha = array.shape[-1] in (2, 4)
