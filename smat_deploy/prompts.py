@@ -28,18 +28,15 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from smat_deploy.contract import PROMPT_KINDS
 from smat_deploy.errors import SmatError
 
 DEFAULT_POINT_RADIUS = 20
 DEFAULT_SCRIBBLE_WIDTH = 5
 
 
-class PromptKind(StrEnum):
-    NONE = "none"
-    POINT = "point"
-    BOX = "box"
-    SCRIBBLE = "scribble"
-    MASK = "mask"
+#: The contract's prompt kinds as an enum: ``PromptKind.NONE`` (automatic), ``POINT``, ``BOX``, ``SCRIBBLE``, ``MASK``.
+PromptKind = StrEnum("PromptKind", [(kind.upper(), kind) for kind in PROMPT_KINDS])
 
 
 @dataclass(frozen=True)

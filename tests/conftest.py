@@ -16,8 +16,8 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from smat_deploy import model as smat_model
 from smat_deploy.model import load_model
-from smat_deploy.runtime import torch_backend
 from smat_deploy.train.demo_weights import demo_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def exported(tmp_path_factory, finetuned_checkpoint) -> dict:
         "export",
         "--checkpoint",
         str(finetuned_checkpoint),
-        "--output-dir",
+        "--output",
         str(out),
         "--save-golden",
         str(out / "golden"),
@@ -204,12 +204,12 @@ def exported(tmp_path_factory, finetuned_checkpoint) -> dict:
 @pytest.fixture
 def fast_reference(monkeypatch, varying_model):
     """The built-in default weights (seed 0) without recomputing them in every in-process CLI run."""
-    real = torch_backend.load_model
+    real = smat_model.load_model
 
     def load(checkpoint=None, *, seed=0):
         return varying_model if checkpoint is None and seed == 0 else real(checkpoint, seed=seed)
 
-    monkeypatch.setattr(torch_backend, "load_model", load)
+    monkeypatch.setattr(smat_model, "load_model", load)  # the torch backend imports it when it opens
 
 
 @pytest.fixture

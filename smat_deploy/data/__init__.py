@@ -1,7 +1,11 @@
-"""Data the project makes or reads: synthetic composites with exact alpha, image/alpha folders, training prompts.
+"""Data every stage uses, made or read with numpy alone (no PyTorch): the layer below the model.
 
-Synthetic composites serve the demo, calibration and training; folders of image/alpha pairs serve
-training on real mattes.
+- :mod:`~smat_deploy.data.synthetic`: composites with exact alpha (demo, calibration, training, tests).
+- :mod:`~smat_deploy.data.folder`: folders of image/alpha pairs (training on real mattes).
+- :mod:`~smat_deploy.data.prompt_sampling`: random training prompts from an alpha.
+- :mod:`~smat_deploy.data.cases`: the input factory: contract-shaped cases with prompts from alpha.
+- :mod:`~smat_deploy.data.calibration`: the calibration set (``calib-data``) every quantiser reads.
+- :mod:`~smat_deploy.data.parity_sets`: photo folders, calibration sets or composites as scored samples.
 """
 
 from __future__ import annotations

@@ -28,13 +28,13 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from smat_deploy._ort import session as ort_session
+from smat_deploy.contract import INT8_GATE, MIN_INT8_SHARE
 from smat_deploy.errors import SmatError
 
 #: The gate every INT8 file must meet against float32, unless the user sets another budget.
-DEFAULT_MEAN_ABS = 5e-3
-DEFAULT_MAX_ABS = 0.05
-#: An "int8" file must run at least this share of the weight-bearing MatMul/Gemm/Conv FLOPs in int8.
-MIN_INT8_SHARE = 0.9
+DEFAULT_MEAN_ABS = INT8_GATE.mean_abs
+DEFAULT_MAX_ABS = INT8_GATE.max_abs
 #: One sample per prompt kind at least; fewer leaves whole activation ranges unseen.
 MIN_CALIBRATION_SAMPLES = 5
 #: Held-out samples each group's sensitivity is scored on (those where the all-int8 error is largest).
@@ -184,7 +184,7 @@ def node_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray], nodes: Seque
         if name not in existing
     )
     if wanted_outputs:  # run([]) would return every output
-        values = _session(probe).run(wanted_outputs, feed)
+        values = ort_session(probe).run(wanted_outputs, feed)
         shapes.update({name: value.shape for name, value in zip(wanted_outputs, values, strict=True)})
     flops = {}
     for node in chosen:
@@ -293,12 +293,6 @@ def quantized_nodes(model: onnx.ModelProto) -> set[str]:
 
 
 # -- scoring --------------------------------------------------------------------------------------------------
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 class AlphaScorer:
     """Mean and max |alpha diff| of candidate models against float32 alphas computed once."""
 
@@ -328,7 +322,7 @@ class AlphaScorer:
         )
 
     def __call__(self, model: onnx.ModelProto | ort.InferenceSession) -> Accuracy:
-        session = model if isinstance(model, ort.InferenceSession) else _session(model)
+        session = model if isinstance(model, ort.InferenceSession) else ort_session(model)
         means, maxes, nonfinite = [], [], 0
         for feed, expected in zip(self.feeds, self.reference, strict=True):
             got = session.run(["alpha"], feed)[0].astype(np.float64)

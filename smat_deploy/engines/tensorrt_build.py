@@ -20,11 +20,13 @@ from pathlib import Path
 
 import onnx
 
+from smat_deploy.contract import MIN_SIDE
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy.engines.cpu_graph import uses_onnxruntime_operators
 from smat_deploy.errors import SmatError
 from smat_deploy.export.graph_checks import check_graph
-from smat_deploy.export.manifest import manifest_path_for, read_manifest, write_manifest
+from smat_deploy.contract import manifest_path_for, read_manifest
+from smat_deploy.export.manifest import write_manifest
 
 ENGINE_MANIFEST_FORMAT = "smat-deploy/engine-manifest/1"
 INPUTS = ("image", "prompt", "state")
@@ -53,14 +55,14 @@ class Shape:
 
 @dataclass(frozen=True)
 class Profile:
-    min: Shape = field(default_factory=lambda: Shape(1, 14, 14))
+    min: Shape = field(default_factory=lambda: Shape(1, MIN_SIDE, MIN_SIDE))
     opt: Shape = field(default_factory=lambda: Shape(1, 518, 518))
     max: Shape = field(default_factory=lambda: Shape(4, 1568, 1568))
 
     def validate(self) -> Profile:
         for name, shape in (("min", self.min), ("opt", self.opt), ("max", self.max)):
-            if shape.batch < 1 or shape.height < 14 or shape.width < 14:
-                raise SmatError(f"--{name} {shape}: batch must be >= 1 and height, width >= 14")
+            if shape.batch < 1 or shape.height < MIN_SIDE or shape.width < MIN_SIDE:
+                raise SmatError(f"--{name} {shape}: batch must be >= 1 and height, width >= {MIN_SIDE}")
         for attr in ("batch", "height", "width"):
             low, mid, high = (getattr(s, attr) for s in (self.min, self.opt, self.max))
             if not low <= mid <= high:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from smat_deploy.contract import PATCH_SIZE
 from smat_deploy.model import SMatConfig
 
 
-def padded_shape(height: int, width: int, patch: int = 14) -> tuple[int, int]:
+def padded_shape(height: int, width: int, patch: int = PATCH_SIZE) -> tuple[int, int]:
     """The official padding rule (quirk included) on plain integers."""
     if height % patch == 0 and width % patch == 0:
         return height, width
@@ -118,7 +119,7 @@ def smat_flops(height: int, width: int, batch: int = 1, config: SMatConfig | Non
 
 def attention_half_side(config: SMatConfig | None = None) -> int:
     """The smallest square side (a multiple of 14) at which attention is at least half of all FLOPs."""
-    side = 14
+    side = PATCH_SIZE
     while smat_flops(side, side, config=config).attention_share < 0.5:
-        side += 14
+        side += PATCH_SIZE
     return side

@@ -17,7 +17,7 @@ from polygraphy.json import save_json
 from polygraphy.logger import G_LOGGER
 
 from smat_deploy._files import atomic_output
-from smat_deploy.export.parity import ParityCase
+from smat_deploy.data.cases import ParityCase
 from smat_deploy.model import SMat
 
 REFERENCE_RUNNER = "pytorch-reference"

@@ -1,6 +1,7 @@
-"""The sidecar JSON next to every exported model: the contract a caller in any language needs.
+"""Writing the sidecar JSON next to every exported model: the contract a caller in any language needs.
 
-Engines and ONNX files stay plain (nothing prepended); everything else lives here.
+Engines and ONNX files stay plain (nothing prepended); everything else lives in the manifest. Its I/O
+section and file naming come from :mod:`smat_deploy.contract`, which also reads it.
 """
 
 from __future__ import annotations
@@ -14,49 +15,13 @@ from importlib import metadata
 from pathlib import Path
 
 from smat_deploy._files import atomic_output, sha256_of
-from smat_deploy.export.onnx_export import MAX_BATCH, MAX_SIDE, MIN_SIDE
+from smat_deploy.contract import DIMENSIONS, INPUTS, OUTPUTS, manifest_path_for, read_manifest
 from smat_deploy.model import SMat
+
+__all__ = ["MANIFEST_FORMAT", "build_manifest", "manifest_path_for", "read_manifest", "versions", "write_manifest"]
 
 MANIFEST_FORMAT = "smat-deploy/onnx-manifest/1"
 
-INPUTS = [
-    {
-        "name": "image",
-        "dtype": "float32",
-        "shape": ["batch", 3, "height", "width"],
-        "range": [0.0, 1.0],
-        "meaning": "RGB, channels first; normalisation and padding happen inside the graph",
-    },
-    {
-        "name": "prompt",
-        "dtype": "float32",
-        "shape": ["batch", 1, "height", "width"],
-        "range": [0.0, 1.0],
-        "meaning": "1 where the user marked the target (points, boxes, scribbles, masks rasterised); "
-        "all zeros for automatic mode",
-    },
-    {
-        "name": "state",
-        "dtype": "float32",
-        "shape": ["batch", 1],
-        "range": [0.0, 1.0],
-        "meaning": "1 interactive, 0 automatic (per sample); interactive needs a non-empty prompt",
-    },
-]
-OUTPUTS = [
-    {
-        "name": "alpha",
-        "dtype": "float32",
-        "shape": ["batch", 1, "height", "width"],
-        "range": [0.0, 1.0],
-        "meaning": "alpha matte at the input size (cropping happens inside the graph)",
-    }
-]
-DIMENSIONS = {
-    "batch": {"min": 1, "max": MAX_BATCH},
-    "height": {"min": MIN_SIDE, "max": MAX_SIDE},
-    "width": {"min": MIN_SIDE, "max": MAX_SIDE},
-}
 
 
 def _version(package: str) -> str | None:
@@ -118,18 +83,7 @@ def build_manifest(
     }
 
 
-def manifest_path_for(model_path: str | os.PathLike[str]) -> Path:
-    return Path(model_path).with_suffix(".json")
-
-
 def write_manifest(path: str | os.PathLike[str], manifest: dict) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Path(path)
-
-
-def read_manifest(path: str | os.PathLike[str]) -> dict | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))

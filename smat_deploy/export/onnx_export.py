@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from smat_deploy.contract import MAX_BATCH, MAX_SIDE, MIN_SIDE
 from smat_deploy.errors import SmatError
 from smat_deploy.export.graph_model import INPUT_NAMES, OUTPUT_NAMES, GraphSMat
 from smat_deploy.model import SMat
@@ -26,7 +27,6 @@ from smat_deploy.model import SMat
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 #: Bounds the exporter records for the symbolic sizes (the graph itself has no upper limit).
-MIN_SIDE, MAX_SIDE, MAX_BATCH = 14, 8192, 256
 
 
 @dataclass(frozen=True)

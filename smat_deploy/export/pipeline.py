@@ -20,10 +20,11 @@ from pathlib import Path
 import onnx
 
 from smat_deploy._files import atomic_output, prepare_folder
-from smat_deploy.errors import SmatError
+from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.export.golden import save_golden
 from smat_deploy.export.graph_checks import check_graph, failed
-from smat_deploy.export.manifest import build_manifest, manifest_path_for, write_manifest
+from smat_deploy.contract import manifest_path_for
+from smat_deploy.export.manifest import build_manifest, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
 from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport, run_parity, standard_cases
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
@@ -77,7 +78,7 @@ def export_float32(
         graph = onnx.load(str(tmp))
         checks = [c.as_dict() for c in check_graph(graph, count_layer_norms(model))]
         if bad := [c for c in checks if not c["passed"]]:
-            raise SmatError(
+            raise CheckFailed(
                 "exported graph is not TensorRT-ready: " + "; ".join(f"{c['name']}: {c['detail']}" for c in bad)
             )
         support = check_tensorrt_support(graph)
@@ -95,7 +96,7 @@ def export_float32(
             log("checking parity against the PyTorch reference (ONNX Runtime CPU)")
             parity = run_parity(tmp, model, standard_cases(), tolerance)
             if not parity.passed:
-                raise SmatError(
+                raise CheckFailed(
                     f"parity failed: max |alpha diff| {parity.max_abs:.2e} > {tolerance:g}; nothing was replaced"
                 )
         manifest = build_manifest(

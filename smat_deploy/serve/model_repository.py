@@ -24,12 +24,6 @@ from smat_deploy.errors import SmatError
 from smat_deploy.runtime.base import CONTRACT_INPUTS, CONTRACT_OUTPUTS, Limits, TensorSpec
 from smat_deploy.serve.server import check_model_name
 
-#: Engine suffix -> (Triton platform, file name in the version folder).
-PLATFORMS = {
-    ".onnx": ("onnxruntime_onnx", "model.onnx"),
-    ".plan": ("tensorrt_plan", "model.plan"),
-    ".engine": ("tensorrt_plan", "model.plan"),
-}
 TRITON_DTYPES = {
     "float32": "TYPE_FP32",
     "float16": "TYPE_FP16",
@@ -62,9 +56,10 @@ def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
 
 
-def _plan_from_sidecar(engine: Path, reason: str) -> EngineIO:
+def _io_from_sidecar(engine: Path, platform: tuple[str, str], reason: str) -> EngineIO:
+    """An engine this machine cannot open, described by its sidecar JSON: the contract plus the recorded profile."""
+    from smat_deploy.contract import manifest_path_for, read_manifest
     from smat_deploy.engines.tensorrt_build import Shape
-    from smat_deploy.export.manifest import manifest_path_for, read_manifest
 
     sidecar = manifest_path_for(engine)
     try:
@@ -78,8 +73,7 @@ def _plan_from_sidecar(engine: Path, reason: str) -> EngineIO:
     limits = Limits((low.batch, high.batch), (low.height, high.height), (low.width, high.width))
     return EngineIO(
         engine,
-        "tensorrt_plan",
-        "model.plan",
+        *platform,
         CONTRACT_INPUTS,
         CONTRACT_OUTPUTS,
         limits,
@@ -88,37 +82,41 @@ def _plan_from_sidecar(engine: Path, reason: str) -> EngineIO:
     )
 
 
-def engine_io(engine: str | os.PathLike[str]) -> EngineIO:
-    """Open ``engine`` and read its inputs, outputs and size limits (checked against the SMat contract)."""
-    from smat_deploy.runtime import Runtime
-    from smat_deploy.runtime.tensorrt import TensorRTBackend
+def triton_backends() -> str:
+    """The file types Triton runs, by the backends that declare a Triton platform: ``.onnx (onnxruntime_onnx)``..."""
+    from smat_deploy.runtime import all_backends
 
-    text = str(engine)
+    return " or ".join(
+        f"{'/'.join(cls.suffixes)} ({cls.triton_platform[0]})" for cls in all_backends() if cls.triton_platform
+    )
+
+
+def engine_io(engine: str | os.PathLike[str]) -> EngineIO:
+    """Open ``engine`` with its default backend and read its inputs, outputs and size limits (checked against the
+    SMat contract); where that backend cannot run here, its sidecar JSON describes it."""
+    from smat_deploy.runtime import Runtime, backend_for
+
     path = Path(engine)
-    suffix = path.suffix.lower()
-    if text == "torch" or suffix in (".pth", ".pt"):
+    backend = backend_for(str(engine) if str(engine) == "torch" else path)
+    if backend.triton_platform is None:
         raise SmatError(
-            "Triton runs .onnx (onnxruntime_onnx) or .plan (tensorrt_plan) engines: export one first "
-            "(smat-deploy export, smat-deploy build); smat-deploy serve hosts the torch engine itself"
+            f"Triton runs {triton_backends()} engines, not {backend.name} ones: export one first "
+            "(smat-deploy export, smat-deploy build); smat-deploy serve hosts any engine itself"
         )
-    if suffix not in PLATFORMS:
-        raise SmatError(f"unknown engine type {path.name!r}: expected an .onnx model or a .plan TensorRT engine")
     if not path.is_file():
         raise SmatError(f"engine not found: {path}")
-    platform, filename = PLATFORMS[suffix]
-    if platform == "tensorrt_plan" and (reason := TensorRTBackend.unavailable_reason()) is not None:
-        return _plan_from_sidecar(path, reason.split(" (")[0])
-    runtime = Runtime.open(path, device="cpu") if platform == "onnxruntime_onnx" else Runtime.open(path)
-    backend = runtime.backend
+    if (reason := backend.unavailable_reason()) is not None:
+        return _io_from_sidecar(path, backend.triton_platform, reason.split(" (")[0])
+    runtime = Runtime.open(path, backend=backend.name, device="cpu" if "cpu" in backend.devices else "auto")
+    opened = runtime.backend
     return EngineIO(
         path,
-        platform,
-        filename,
-        tuple(backend.inputs),
-        tuple(backend.outputs),
-        backend.limits,
-        backend.precision,
-        f"engine ({backend.name})",
+        *backend.triton_platform,
+        tuple(opened.inputs),
+        tuple(opened.outputs),
+        opened.limits,
+        opened.precision,
+        f"engine ({opened.name})",
     )
 
 
@@ -191,7 +189,7 @@ def triton_model(
     if instances < 1:
         raise SmatError("--instances must be at least 1")
     if max_queue_delay_us < 0:
-        raise SmatError("--max-queue-delay-us cannot be negative")
+        raise SmatError("--max-queue-delay-ms cannot be negative")
     if kind not in KINDS:
         raise SmatError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if io.platform == "tensorrt_plan" and kind == "cpu":
@@ -260,7 +258,7 @@ def write_model_repository(
     """Write ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/<model file>``; every file replaced atomically."""
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
-        raise SmatError(f"--repo is a file, expected a folder: {repo}")
+        raise SmatError(f"--output is a file, expected a folder: {repo}")
     model_dir = repo / model.name
     version_dir = model_dir / "1"
     if version_dir.exists() and not version_dir.is_dir():

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from smat_deploy.data.augment import random_square_crop
 from smat_deploy.data.dataset import MattingDataset, MattingSample, SkipReport
 from smat_deploy.data.prompt_sampling import sample_kinds, sample_prompt
 from smat_deploy.errors import SmatError
 from smat_deploy.prompts import PromptKind
+from smat_deploy.train.augment import random_square_crop
 
 
 @dataclass(frozen=True)

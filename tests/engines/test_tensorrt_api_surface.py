@@ -32,7 +32,7 @@ from smat_deploy.engines.tensorrt_build import Profile, Shape, build_engine
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime import tensorrt as trt_backend
-from smat_deploy.runtime.base import as_torch
+from smat_deploy.runtime.devices import as_torch
 
 VERSIONS = ("11.4.0.106", "10.16.1.11", "10.0.1")
 
@@ -285,7 +285,7 @@ ENGINE_PROFILE = ((1, 3, 14, 14), (1, 3, 266, 266), (2, 3, 518, 600))
 @pytest.fixture
 def engine_file(trt, monkeypatch, tmp_path):
     """A ``.plan`` the stand-in runtime 'deserializes' into an engine with the SMat contract, and a CPU-only torch."""
-    monkeypatch.setattr(trt_backend, "torch", _TorchOnCpu())
+    monkeypatch.setattr(trt_backend, "_torch", _TorchOnCpu)
     monkeypatch.setattr(trt_backend, "torch_device", lambda device: torch.device("cuda", 0))
     monkeypatch.setattr(trt_backend, "_on_device", lambda array, device: as_torch(array).float().contiguous())
     m, names = trt.module, list(ENGINE_TENSORS)
@@ -320,7 +320,7 @@ def engine_file(trt, monkeypatch, tmp_path):
 def test_the_runtime_backend_runs_against_the_real_api(trt, engine_file):
     runtime = Runtime.open(engine_file)
     info = runtime.info
-    assert info.backend == "tensorrt" and info.precision == "float16" and info.device == "cuda:0"
+    assert info.backend == "tensorrt" and info.precision == "fp16" and info.device == "cuda:0"  # one name: fp16
     assert info.providers == [f"tensorrt-{trt.api.version}"]
     assert info.limits == {"batch": [1, 2], "height": [14, 518], "width": [14, 600]}
     assert [spec["name"] for spec in info.inputs] == ["image", "prompt", "state"]

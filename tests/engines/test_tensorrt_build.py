@@ -73,7 +73,7 @@ def test_real_engine_matches_onnx_runtime(exported, tmp_path):
     assert (tmp_path / "cache").stat().st_size > 0
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(result.engine.read_bytes())
     context = engine.create_execution_context()
-    from smat_deploy.export.parity import make_case
+    from smat_deploy.data.cases import make_case
 
     case = make_case("trt", (150, 190), ("none", "point", "box"), seed=0)
     tensors = {k: torch.from_numpy(v).cuda() for k, v in case.feed().items()}

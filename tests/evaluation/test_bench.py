@@ -6,23 +6,15 @@ import numpy as np
 import pytest
 
 from smat_deploy import SmatError
-from smat_deploy.evaluation.bench import BenchReport, Size, parse_batches, parse_sizes, resolve_engine
-from smat_deploy.evaluation.bench_report import format_report
-from smat_deploy.evaluation.bench_worker import bench_inputs
-from smat_deploy.evaluation.machine import matmul_rate
+from smat_deploy.evaluation.bench.machine import matmul_rate
+from smat_deploy.evaluation.bench.report import format_report
+from smat_deploy.evaluation.bench.runner import BenchReport, Size, resolve_engine
+from smat_deploy.evaluation.bench.worker import bench_inputs
 from smat_deploy.runtime.tensorrt import unavailable_reason
 
 
-def test_sizes_are_width_by_height_and_batches_are_positive():
-    assert parse_sizes("518x518, 1560X1040,518x518") == [Size(518, 518), Size(1560, 1040)]
+def test_size_labels_are_width_by_height():  # size and batch parsing: tests/cli/test_shapes.py
     assert Size(1560, 1040).label == "1560x1040"
-    assert parse_batches("1,4,1") == [1, 4]
-    for text in ["518", "518x", "axb", "518x518;1024x768", "", "13x518", "1.5x20"]:
-        with pytest.raises(SmatError, match="--sizes"):
-            parse_sizes(text)
-    for text in ["0", "1,x", "-2", ""]:
-        with pytest.raises(SmatError, match="--batch"):
-            parse_batches(text)
 
 
 def test_engines_are_checked_before_anything_runs(tmp_path, tiny_onnx_factory, varying_model):

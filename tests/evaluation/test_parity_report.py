@@ -14,13 +14,13 @@ from smat_deploy import images
 from smat_deploy.engines.int8_budget import DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS
 from smat_deploy.engines.tensorrt_build import ENGINE_MANIFEST_FORMAT
 from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.metrics import matting_metrics, mean_metrics
-from smat_deploy.evaluation.parity_report import (
+from smat_deploy.evaluation.parity.report import (
     TOLERANCES,
     default_tolerances,
     resolve_reference,
     run_parity_check,
 )
+from smat_deploy.metrics import matting_metrics, mean_metrics
 from smat_deploy.model import describe_weights
 
 

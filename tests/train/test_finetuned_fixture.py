@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from smat_deploy.data import HELDOUT_FIRST_SEED, make_composite
-from smat_deploy.matting import predict_alpha
-from smat_deploy.model import load_model
+from smat_deploy.model import load_model, predict_alpha
 from smat_deploy.model.checkpoint import build_model
 from smat_deploy.train import evaluate_heldout
 

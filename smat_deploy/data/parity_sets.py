@@ -14,7 +14,7 @@ Sources (``data``):
 - ``None``: ``calib_data/`` when it has been built, else ``../shared/data/matting`` beside the
   repository when present, else :data:`SYNTHETIC_COUNT` generated composites with exact alpha.
 
-Prompts: from the ground-truth alpha when there is one (:func:`~smat_deploy.export.parity.prompt_from_alpha`),
+Prompts: from the ground-truth alpha when there is one (:func:`~smat_deploy.data.cases.prompt_from_alpha`),
 else on the central region (the middle 40 % of each side), as the calibration set does for photos.
 A photo's prompt file (``dog.jpg`` -> ``dog.json``, the format of ``matte --prompt``) is the extra
 kind ``file``. Unreadable photos or alphas, alphas of another size than their photo and broken prompt
@@ -34,14 +34,17 @@ import numpy as np
 
 from smat_deploy import images
 from smat_deploy import prompts as P
+from smat_deploy.contract import MIN_SIDE
+from smat_deploy.contract import PROMPT_KINDS as CONTRACT_PROMPT_KINDS
+from smat_deploy.data.calibration import load_calibration_set
+from smat_deploy.data.cases import central_region, prompt_from_alpha
 from smat_deploy.data.folder import LAYOUTS
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.errors import SmatError
-from smat_deploy.export.parity import prompt_from_alpha
-from smat_deploy.runtime.photos import PHOTO_SUFFIXES
+from smat_deploy.images import PHOTO_SUFFIXES
 
 #: The prompt kinds derived for every image, in table order; ``file`` is a photo's own prompt file.
-DERIVED_KINDS = ("none", "point", "box", "scribble", "mask")
+DERIVED_KINDS = CONTRACT_PROMPT_KINDS
 PROMPT_KINDS = (*DERIVED_KINDS, "file")
 #: Composites generated when no other data is around.
 SYNTHETIC_COUNT = 2
@@ -107,13 +110,6 @@ def shared_photos_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
-
-
-def central_region(height: int, width: int) -> np.ndarray:
-    """The middle 40 % of each side: where a photo's subject usually is (as ``calib-data`` prompts photos)."""
-    region = np.zeros((height, width), np.float32)
-    region[round(height * 0.3) : round(height * 0.7), round(width * 0.3) : round(width * 0.7)] = 1
-    return region
 
 
 def derived_prompt(alpha: np.ndarray | None, shape: tuple[int, int], kind: str) -> np.ndarray:
@@ -274,8 +270,6 @@ def load_calibration_data(
     max_size: int | None = DEFAULT_MAX_SIZE,
     limit: int | None = None,
 ) -> ParityData:
-    from smat_deploy.engines.calibration import load_calibration_set
-
     calib = load_calibration_set(directory)
     names = list(dict.fromkeys(sample["image"] for sample in calib.samples))
     kept = set(names[:limit] if limit is not None else names)
@@ -310,7 +304,7 @@ def synthetic_data(
         f"{count} generated composites with exact alpha (no calibration set or photos found)", "synthetic"
     )
     for index in range(count):
-        shape = (side, side) if index % 2 == 0 else (max(14, round(side * 0.75)), side)
+        shape = (side, side) if index % 2 == 0 else (max(MIN_SIDE, round(side * 0.75)), side)
         composite = make_composite(shape, seed=SYNTHETIC_SEED + index)
         data.images += 1
         for kind in kinds:
@@ -336,8 +330,8 @@ def load_parity_data(
     should see no image a quantiser was calibrated on.
     """
     kinds = tuple(kinds)
-    if max_size is not None and max_size < 14:
-        raise SmatError(f"--max-size must be at least 14, got {max_size}")
+    if max_size is not None and max_size < MIN_SIDE:
+        raise SmatError(f"--max-side must be at least {MIN_SIDE}, got {max_size}")
     if limit is not None and limit < 1:
         raise SmatError(f"--limit must be at least 1, got {limit}")
     if data is None:

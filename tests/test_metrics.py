@@ -6,7 +6,7 @@ import torch
 
 from smat_deploy.errors import SmatError
 from smat_deploy.evaluation import METRIC_NAMES, conn, grad, mad, matting_metrics, mean_metrics, mse, sad
-from smat_deploy.evaluation.metrics import _connectivity_levels
+from smat_deploy.metrics import _connectivity_levels
 
 METRICS = {"SAD": sad, "MSE": mse, "MAD": mad, "Grad": grad, "Conn": conn}
 

@@ -19,10 +19,11 @@ returned float16, float32 or float64 mattes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from smat_deploy.errors import SmatError
@@ -39,7 +40,8 @@ CONN_STEPS = 10
 #: Conn only penalises a pixel whose alpha lies at least this far above its connectivity level (DIM).
 CONN_MIN_DISTANCE = 0.15
 
-Alpha = np.ndarray | torch.Tensor
+#: A numpy array or a torch tensor (tensors are read without this module importing torch).
+Alpha = Any
 
 
 # --------------------------------------------------------------------------------------------------
@@ -47,7 +49,8 @@ Alpha = np.ndarray | torch.Tensor
 
 
 def _as_array(value: object, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor means torch is loaded already
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         value = value if value.dtype == torch.bool else value.double()
         return value.numpy()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from smat_deploy.data.augment import random_square_crop
 from smat_deploy.data.dataset import MattingSample
+from smat_deploy.train.augment import random_square_crop
 
 
 def _sample(height, width) -> MattingSample:

@@ -2,8 +2,8 @@
 
 :func:`run_parity_check` opens the engine and the reference (the weights the engine was exported
 from, as its manifest records them, or ``checkpoint``), runs both on every sample of a data source
-(:mod:`smat_deploy.evaluation.parity_data`), and reports per prompt kind the max and mean absolute
-alpha difference and SAD, MSE, MAD, Grad and Conn (:mod:`smat_deploy.evaluation.metrics`) against
+(:mod:`smat_deploy.data.parity_sets`), and reports per prompt kind the max and mean absolute
+alpha difference and SAD, MSE, MAD, Grad and Conn (:mod:`smat_deploy.metrics`) against
 the reference and, where a ground-truth alpha is known, against it (engine and reference side by
 side). The worst samples get PNG heatmaps. ``result.passed`` is False when a kind's max or mean
 difference exceeds its tolerance or the engine returned NaN/Inf.
@@ -30,35 +30,30 @@ import numpy as np
 
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy._table import format_table
-from smat_deploy.engines.int8_budget import DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS, Budget
-from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.metrics import METRIC_NAMES, matting_metrics, mean_metrics
-from smat_deploy.evaluation.parity_data import (
+from smat_deploy.contract import PRECISIONS, canonical_precision, manifest_path_for, read_manifest
+from smat_deploy.data.parity_sets import (
     DEFAULT_MAX_SIZE,
-    DERIVED_KINDS,
+    PROMPT_KINDS,
     ParityData,
     ParitySample,
     load_parity_data,
     parse_prompt_kinds,
 )
-from smat_deploy.export.manifest import manifest_path_for, read_manifest
+from smat_deploy.engines.int8_budget import Budget
+from smat_deploy.errors import SmatError
+from smat_deploy.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from smat_deploy.model import SMat, describe_weights
-from smat_deploy.runtime import Runtime
+from smat_deploy.runtime import Runtime, backend_for
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
+from smat_deploy.runtime.wrapper import check_options, shared_options
 
-#: (max |diff|, mean |diff|) allowed against the reference, by the engine's precision. float32 is the
-#: export's own bound; fp16 is the FP16 gate of ``export --fp16``; INT8 is the INT8 gate every INT8
-#: file meets against float32 at export (on held-out images), unless the export recorded another budget.
-TOLERANCES: dict[str, tuple[float, float]] = {
-    "float32": (1e-4, 1e-5),
-    "float32_cpu": (1e-4, 1e-5),  # the same arithmetic in fused ONNX Runtime kernels
-    "fp16": (2e-2, 1e-3),
-    "float16": (2e-2, 1e-3),
-    "int8": (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS),
-    "int8_cpu": (DEFAULT_MAX_ABS, DEFAULT_MEAN_ABS),
-}
+#: (max |diff|, mean |diff|) allowed against the reference, by the engine's precision: each precision's
+#: gate (:data:`smat_deploy.contract.PRECISIONS`). float32 is the export's own bound; fp16 the FP16 gate
+#: of ``export --fp16``; INT8 the gate every INT8 file meets against float32 at export (on held-out
+#: images), unless the export recorded another budget.
+TOLERANCES: dict[str, tuple[float, float]] = {name: (p.gate.max_abs, p.gate.mean_abs) for name, p in PRECISIONS.items()}
 #: Precisions whose tolerances an ``int8_budget`` recorded in the manifest replaces.
-INT8_PRECISIONS = ("int8", "int8_cpu")
+INT8_PRECISIONS = tuple(name for name in PRECISIONS if name.startswith("int8"))
 #: Heatmaps written by default: the samples with the largest max |diff|.
 DEFAULT_WORST = 3
 #: Where the heatmaps and parity.json go by default.
@@ -71,6 +66,7 @@ def default_tolerances(precision: str, manifest: str | os.PathLike[str] | None =
     ``manifest``: the engine's sidecar manifest. For an INT8 engine, the budget its export recorded
     there (or, for a TensorRT engine, in its source ONNX's manifest) replaces the default.
     """
+    precision = canonical_precision(precision)
     if precision in INT8_PRECISIONS and manifest is not None:
         recorded = recorded_int8_budget(manifest)
         if recorded is not None:
@@ -370,7 +366,7 @@ def run_parity_check(
     engine: str | os.PathLike[str] | SMat,
     data: str | os.PathLike[str] | None = None,
     *,
-    prompts: str | Sequence[str] = (*DERIVED_KINDS, "file"),
+    prompts: str | Sequence[str] = PROMPT_KINDS,
     checkpoint: str | os.PathLike[str] | None = None,
     reference_model: SMat | None = None,
     seed: int = 0,
@@ -386,6 +382,8 @@ def run_parity_check(
     on_skip: Callable[[str, str], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
     use_calibration_set: bool = True,
+    backend: str | None = None,
+    backend_options: dict | None = None,
 ) -> ParityResult:
     """Compare ``engine`` with the PyTorch reference on ``data``; see the module docstring.
 
@@ -397,6 +395,7 @@ def run_parity_check(
     the caller's word). ``tolerance``/``mean_tolerance``: bounds on max/mean |diff| per prompt kind
     (default: by the engine's precision, :data:`TOLERANCES`, or the INT8 budget its export recorded).
     ``max_size``: cap on the long side (None: full size). ``limit``: at most this many images.
+    ``backend``/``backend_options``: how the engine under test is run (default: its file type's backend).
     ``out_dir``: heatmaps of the ``worst`` samples and ``parity.json`` (None: write nothing).
     ``progress(total)`` returns a callable ticked after each sample; ``on_skip(item, reason)`` hears
     about data that was skipped (default: a warning). Bad input raises :class:`SmatError`; a
@@ -415,8 +414,15 @@ def run_parity_check(
 
     out = None if out_dir is None else Path(out_dir)
     if out is not None and out.exists() and not out.is_dir():
-        raise SmatError(f"--out must be a folder, but {out} is a file")
-    runtime = Runtime.open(engine, device=device, threads=threads, seed=seed)  # file type and contract checks
+        raise SmatError(f"--output must be a folder, but {out} is a file")
+    chosen = backend_for(engine, backend)  # the engine's file type, or the backend asked for
+    runtime = Runtime.open(  # the contract checks
+        engine,
+        backend=chosen.name,
+        device=device,
+        **shared_options(chosen, threads=threads, seed=seed),
+        **check_options(chosen, backend_options or {}),
+    )
     info = runtime.info
     found = load_parity_data(
         data, kinds, max_size=max_size, limit=limit, on_skip=on_skip, use_calibration_set=use_calibration_set
@@ -427,14 +433,18 @@ def run_parity_check(
         try:
             limits.check(1, height, width, source=info.engine)
         except SmatError as err:
-            at = f"at --max-size {max_size}" if max_size else "at full size"
-            raise SmatError(f"{sample.name} is {width}x{height} {at}: {err}; lower --max-size") from None
+            at = f"at --max-side {max_size}" if max_size else "at full size"
+            raise SmatError(f"{sample.name} is {width}x{height} {at}: {err}; lower --max-side") from None
     reference = resolve_reference(engine, checkpoint, seed)
     for note in reference.warnings:
         warnings.warn(note, stacklevel=2)
     log(f"reference: {reference.weights}")
     reference_runtime = Runtime.open(
-        reference.engine if reference_model is None else reference_model, device=device, threads=threads, seed=seed
+        reference.engine if reference_model is None else reference_model,
+        backend="torch",
+        device=device,
+        threads=threads,
+        seed=seed,
     )
     max_tol, mean_tol, why = default_tolerances(info.precision, info.details.get("manifest"))
     result = ParityResult(
@@ -474,7 +484,7 @@ def run_parity_check(
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise SmatError(f"cannot create --out folder {out}: {err.strerror}") from None
+            raise SmatError(f"cannot create --output folder {out}: {err.strerror}") from None
         for rank, (_, _, sample, reference_alpha, engine_alpha) in enumerate(sorted(worst_cases, reverse=True), 1):
             record = next(r for r in result.samples if r["image"] == sample.name and r["prompts"] == sample.kind)
             path = out / f"worst{rank}_{_safe(Path(sample.name).stem)}_{sample.kind}.png"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smat_deploy.engines import calibration as C
+from smat_deploy.data import calibration as C
 from smat_deploy.errors import SmatError
 
 
@@ -77,11 +77,11 @@ def test_the_default_set_is_one_composite_and_the_four_bundled_photos(tmp_path):
 
 def test_the_cli_default_and_no_builtin_photos(run_cli, tmp_path):
     pytest.importorskip("skimage.data")
-    result = run_cli("calib-data", "--out", tmp_path / "default", "--size", "42", "--json")
+    result = run_cli("calib-data", "--output", tmp_path / "default", "--size", "42", "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["samples"], summary["images"], summary["synthetic"], summary["photos"]) == (25, 5, 1, 4)
-    result = run_cli("calib-data", "--out", tmp_path / "old", "--size", "42", "--no-builtin-photos")
+    result = run_cli("calib-data", "--output", tmp_path / "old", "--size", "42", "--no-builtin-photos")
     assert result.code == 0, result.stderr
     assert "wrote 5 samples (1 images: 1 synthetic, 0 photos; x 5 prompt kinds, 42x42)" in result.stdout
     old = C.load_calibration_set(tmp_path / "old")

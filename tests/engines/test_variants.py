@@ -11,12 +11,13 @@ from onnx import TensorProto, helper
 
 from smat_deploy._files import sha256_of
 from smat_deploy.engines import fp16 as fp16_module
-from smat_deploy.engines.calibration import build_calibration_set
+from smat_deploy.data.calibration import build_calibration_set
 from smat_deploy.engines.int8 import activation_matmuls
 from smat_deploy.engines.tensorrt_build import check_smat_onnx
 from smat_deploy.errors import SmatError
-from smat_deploy.evaluation import precision
-from smat_deploy.export.parity import make_case
+from smat_deploy._ort import session as ort_session
+from smat_deploy.engines import variants
+from smat_deploy.data.cases import make_case
 
 pytestmark = pytest.mark.heavy
 
@@ -36,22 +37,22 @@ def workdir(exported, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cpu_report(workdir, calibration):
-    return precision.make_variant("float32_cpu", workdir / "smat.onnx", calibration)
+    return variants.make_variant("float32_cpu", workdir / "smat.onnx", calibration)
 
 
 @pytest.fixture(scope="module")
 def fp16_report(workdir, calibration):
-    return precision.make_variant("fp16", workdir / "smat.onnx", calibration, holdout=2)
+    return variants.make_variant("fp16", workdir / "smat.onnx", calibration, holdout=2)
 
 
 @pytest.fixture(scope="module")
 def int8_report(workdir, calibration):
-    return precision.make_variant("int8", workdir / "smat.onnx", calibration, holdout=2)
+    return variants.make_variant("int8", workdir / "smat.onnx", calibration, holdout=2)
 
 
 @pytest.fixture(scope="module")
 def int8_cpu_report(workdir, calibration):
-    return precision.make_variant("int8_cpu", workdir / "smat.onnx", calibration, holdout=2)
+    return variants.make_variant("int8_cpu", workdir / "smat.onnx", calibration, holdout=2)
 
 
 def _manifest(path):
@@ -64,7 +65,7 @@ def _independent_accuracy(path, workdir, size):
         make_case(f"fresh {i}", (size, size + 28), (kind,), seed=777_000 + i).feed()
         for i, kind in enumerate(("none", "point", "box", "mask"))
     ]
-    candidate, reference = precision.session(path), precision.session(workdir / "smat.onnx")
+    candidate, reference = ort_session(path), ort_session(workdir / "smat.onnx")
     diffs = [np.abs(candidate.run(["alpha"], f)[0] - reference.run(["alpha"], f)[0]) for f in feeds]
     return float(np.mean([d.mean() for d in diffs])), float(np.max([d.max() for d in diffs]))
 
@@ -92,7 +93,7 @@ def test_int8_files_meet_the_default_budget_on_the_finetuned_weights(kind, int8_
 
 
 def test_a_broken_calibration_fails_the_int8_gate_and_writes_nothing(workdir, calibration, tmp_path):
-    from smat_deploy.engines.calibration import CalibrationSet
+    from smat_deploy.data.calibration import CalibrationSet
     from smat_deploy.errors import CheckFailed
 
     folder = tmp_path / "broken"
@@ -111,13 +112,13 @@ def test_a_broken_calibration_fails_the_int8_gate_and_writes_nothing(workdir, ca
         calibration.samples,
     )
     with pytest.raises(CheckFailed, match=r"smat_int8\.onnx misses its budget: .*most sensitive groups: "):
-        precision.make_variant("int8", folder / "smat.onnx", grey, holdout=3)
+        variants.make_variant("int8", folder / "smat.onnx", grey, holdout=3)
     assert (folder / "smat_int8.onnx").read_bytes() == b"an older file the failed run must keep"
     assert sorted(p.name for p in folder.iterdir()) == ["smat.json", "smat.onnx", "smat_int8.onnx"]
 
 
 def test_a_tiny_calibration_set_is_refused_before_any_work(workdir, calibration):
-    from smat_deploy.engines.calibration import CalibrationSet
+    from smat_deploy.data.calibration import CalibrationSet
 
     tiny = CalibrationSet(
         calibration.directory,
@@ -128,7 +129,7 @@ def test_a_tiny_calibration_set_is_refused_before_any_work(workdir, calibration)
         calibration.samples[:2],
     )
     with pytest.raises(SmatError, match="has 2 sample\\(s\\); INT8 needs at least 5"):
-        precision.make_variant("int8_cpu", workdir / "smat.onnx", tiny)
+        variants.make_variant("int8_cpu", workdir / "smat.onnx", tiny)
 
 
 def test_fp16_keeps_float32_io_and_norms_and_passes_its_gate(fp16_report, calibration):
@@ -171,8 +172,8 @@ def test_cpu_graph_runs_fused_kernels_and_matches_float32_at_every_size(workdir,
     assert report.engine is None
     # an independent look: the two graphs on a size the gate did not use
     case = make_case("odd", (203, 331), ("box",), seed=4242).feed()
-    ours = precision.session(report.path).run(["alpha"], case)[0]
-    theirs = precision.session(workdir / "smat.onnx").run(["alpha"], case)[0]
+    ours = ort_session(report.path).run(["alpha"], case)[0]
+    theirs = ort_session(workdir / "smat.onnx").run(["alpha"], case)[0]
     assert ours.shape == (1, 1, 203, 331)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
 
@@ -275,7 +276,7 @@ def test_fp16_producing_nan_is_refused_and_leaves_nothing(workdir, calibration, 
     shutil.copy(workdir / "smat.onnx", folder / "smat.onnx")
     monkeypatch.setattr(fp16_module, "convert_fp16", nan_model)
     with pytest.raises(SmatError, match="NaN/Inf"):
-        precision.make_variant("fp16", folder / "smat.onnx", calibration)
+        variants.make_variant("fp16", folder / "smat.onnx", calibration)
     assert sorted(p.name for p in folder.iterdir()) == ["smat.onnx"]
 
 

@@ -23,12 +23,12 @@ import numpy as np
 from smat_deploy import __version__, images, prompts
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy._table import format_table, markdown_table
+from smat_deploy.apps.figures import save_heatmap, save_overlay
+from smat_deploy.contract import PROMPT_KINDS, manifest_path_for, read_manifest
+from smat_deploy.data.parity_sets import shared_photos_dir
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.engines.tensorrt_build import tensorrt_status
 from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.figures import save_heatmap, save_overlay
-from smat_deploy.evaluation.parity_data import shared_photos_dir
-from smat_deploy.export.manifest import manifest_path_for, read_manifest
 from smat_deploy.model import SMat, describe_weights, load_model
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 from smat_deploy.train.demo_weights import demo_checkpoint, demo_checkpoint_path, describe_demo_weights
@@ -207,7 +207,7 @@ def _export(config: DemoConfig, source: dict, log: Log) -> Engine:
 
 
 def _calibration(config: DemoConfig, log: Log):
-    from smat_deploy.engines.calibration import DEFAULT_SYNTHETIC, build_calibration_set, load_calibration_set
+    from smat_deploy.data.calibration import DEFAULT_SYNTHETIC, build_calibration_set, load_calibration_set
 
     if (config.calib / "index.json").is_file():
         return load_calibration_set(config.calib)
@@ -216,7 +216,7 @@ def _calibration(config: DemoConfig, log: Log):
 
 
 def _variants(config: DemoConfig, float32: Engine, source: dict, log: Log) -> tuple[list[Engine], list[str]]:
-    from smat_deploy.evaluation.precision import VARIANT_FILES, make_variant
+    from smat_deploy.engines.variants import VARIANT_FILES, make_variant
 
     engines, notes = [], []
     kinds = [kind for name in config.precisions for kind in PRECISION_CHOICES[name]]
@@ -288,7 +288,7 @@ def _matte_sample(config: DemoConfig, engines: list[Engine], reference_model: SM
     for engine in engines:
         is_reference = engine is engines[0]
         try:
-            runtime = Runtime.open(reference_model if is_reference else engine.engine, seed=config.seed)
+            runtime = Runtime.open(reference_model if is_reference else engine.engine)
         except SmatError as err:
             engine.status = f"unavailable: {err}"
             log(f"    {engine.label}: {engine.status}")
@@ -321,7 +321,7 @@ def _matte_sample(config: DemoConfig, engines: list[Engine], reference_model: SM
 
 def _parity(config: DemoConfig, engines: list[Engine], reference_model: SMat, log: Log) -> list[dict]:
     """``parity`` for every engine but the reference, on ``config.parity_limit`` images x every prompt kind."""
-    from smat_deploy.evaluation.parity_report import run_parity_check
+    from smat_deploy.evaluation.parity.report import run_parity_check
 
     results = []
     for engine in engines[1:]:
@@ -330,7 +330,7 @@ def _parity(config: DemoConfig, engines: list[Engine], reference_model: SMat, lo
         result = run_parity_check(
             engine.engine,
             config.parity_data,
-            prompts=("none", "point", "box", "scribble", "mask"),
+            prompts=PROMPT_KINDS,
             checkpoint=config.checkpoint,
             reference_model=reference_model,
             seed=config.seed,
@@ -350,7 +350,7 @@ def _parity(config: DemoConfig, engines: list[Engine], reference_model: SMat, lo
 
 
 def _bench(config: DemoConfig, engines: list[Engine], log: Log, progress) -> dict:
-    from smat_deploy.evaluation.bench import BenchConfig, Size, run_bench
+    from smat_deploy.evaluation.bench.runner import BenchConfig, Size, run_bench
 
     bench_config = BenchConfig(
         engines=[e.engine for e in engines if e.status == "ok"],

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smat_deploy.engines.calibration import build_calibration_set
+from smat_deploy.data import parity_sets as parity_data
+from smat_deploy.data.calibration import build_calibration_set
+from smat_deploy.data.parity_sets import load_parity_data, parse_prompt_kinds, scan_photo_folder
 from smat_deploy.errors import SmatError
-from smat_deploy.evaluation import parity_data
-from smat_deploy.evaluation.parity_data import load_parity_data, parse_prompt_kinds, scan_photo_folder
 
 
 def _photo(path, size=(30, 40), seed=0):
@@ -186,5 +186,5 @@ def test_bad_data_arguments(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SmatError, match="no photos in"):
         load_parity_data(tmp_path / "empty")
-    with pytest.raises(SmatError, match="--max-size must be at least 14"):
+    with pytest.raises(SmatError, match="--max-side must be at least 14"):
         load_parity_data(tmp_path, max_size=5)

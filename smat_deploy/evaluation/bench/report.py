@@ -1,4 +1,4 @@
-"""How a :class:`~smat_deploy.evaluation.bench.BenchReport` is shown: text tables and the sweep plot.
+"""How a :class:`~smat_deploy.evaluation.bench.runner.BenchReport` is shown: text tables and the sweep plot.
 
 The ``--json`` output is :meth:`BenchReport.as_dict` with raw numbers; the tables here round them
 for reading and move long ``error:`` / ``unavailable:`` reasons under the table, one per line.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smat_deploy._files import atomic_output
 from smat_deploy._table import format_table
-from smat_deploy.evaluation.bench import BenchReport
+from smat_deploy.evaluation.bench.runner import BenchReport
 
 
 def _fixed(value: float | None, digits: int = 1, suffix: str = "") -> str | None:

@@ -1,6 +1,6 @@
 """One benchmark job (one engine, one size, one batch) in a fresh process; or the reference's alphas.
 
-``bench`` starts ``python -m smat_deploy.evaluation.bench_worker JOB.json`` for every job, so the
+``bench`` starts ``python -m smat_deploy.evaluation.bench.worker JOB.json`` for every job, so the
 peak resident memory the job reports (``getrusage`` ``ru_maxrss`` of this process) belongs to that
 engine at that size alone: nothing another engine or a bigger size allocated earlier can inflate
 it, and nothing is shared with the parent. The job file says what to run; the worker prints one
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import smat_deploy
+from smat_deploy.contract import MIN_SIDE
 from smat_deploy.errors import SmatError
 
 #: Composites are generated at most this large and resized up: generating 1560x1040 takes seconds.
@@ -38,11 +39,11 @@ def bench_inputs(height: int, width: int, batch: int, seed: int = 0) -> tuple[np
     arrays in every process.
     """
     from smat_deploy import prompts as P
+    from smat_deploy.data.cases import prompt_from_alpha
     from smat_deploy.data.synthetic import make_composite
-    from smat_deploy.export.parity import prompt_from_alpha
 
     scale = min(1.0, _COMPOSITE_SIDE / max(height, width))
-    small = (max(14, round(height * scale)), max(14, round(width * scale)))
+    small = (max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale)))
     images, masks = [], []
     for index in range(batch):
         sample = make_composite(small, seed=seed + index)
@@ -55,14 +56,6 @@ def bench_inputs(height: int, width: int, batch: int, seed: int = 0) -> tuple[np
     prompt = np.stack(masks).astype(np.float32)
     state = (prompt.reshape(batch, -1) != 0).any(axis=1, keepdims=True).astype(np.float32)
     return np.ascontiguousarray(np.stack(images), dtype=np.float32), prompt, state
-
-
-def _bare_session_run(runtime: object) -> Callable[[dict], object] | None:
-    """``session.run`` of an ONNX Runtime engine (the baseline of the wrapper overhead), else None."""
-    session = getattr(getattr(runtime, "backend", None), "session", None)
-    if session is None:
-        return None
-    return lambda feed: session.run(["alpha"], feed)
 
 
 def wrapper_work_ms(
@@ -87,7 +80,7 @@ def run_reference(job: dict, step: Callable[[], None], stage: dict) -> dict:
     """The reference's alphas for every case, one process for all of them (nothing is timed here)."""
     from smat_deploy.runtime import Runtime
 
-    runtime = Runtime.open(job["engine"], device=job["device"], threads=job["threads"], seed=job["seed"])
+    runtime = Runtime.open(job["engine"], backend=job["backend"], device=job["device"], **job["options"])
     stage["at"] = "run"
     step()
     for case in job["cases"]:
@@ -104,20 +97,20 @@ def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
     see the same machine load; its buffers are freed before the engine opens and stay below any
     real engine's peak, so they do not show in ``peak_rss_mb``.
     """
-    from smat_deploy.evaluation.machine import current_rss_mb, matmul_rate, peak_rss_mb
+    from smat_deploy.evaluation.bench.machine import current_rss_mb, matmul_rate, peak_rss_mb
     from smat_deploy.runtime import Runtime
 
     base_rss = current_rss_mb()
     matmul = matmul_rate(job["matmul_size"], threads=job["threads"]).as_dict() if job["matmul_size"] else None
     start = time.perf_counter()
-    runtime = Runtime.open(job["engine"], device=job["device"], threads=job["threads"], seed=job["seed"])
+    runtime = Runtime.open(job["engine"], backend=job["backend"], device=job["device"], **job["options"])
     open_seconds = time.perf_counter() - start
     stage["at"] = "run"
     loaded_rss = current_rss_mb()
     step()
     image, prompt, state = bench_inputs(job["height"], job["width"], job["batch"], job["seed"])
     feed = {"image": image, "prompt": prompt, "state": state}
-    bare = _bare_session_run(runtime) if job["overhead"] else None
+    bare = runtime.backend.raw_call() if job["overhead"] else None
     on_cuda = runtime.info.device.startswith("cuda")
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -159,7 +152,7 @@ def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
         "loaded_rss_mb": loaded_rss,
         "peak_rss_mb": peak_rss_mb(),
         "torch_cuda_peak_mb": torch.cuda.max_memory_allocated() / 1e6 if on_cuda else None,
-        "threads": torch.get_num_threads() if info.backend == "torch" else info.details.get("threads"),
+        "threads": info.details.get("threads"),
     }
 
 
@@ -180,7 +173,7 @@ def run_in_worker(job: dict, workdir: Path, step: Callable[[], None], expected_s
     env = dict(os.environ)
     package_root = str(Path(smat_deploy.__file__).resolve().parents[1])  # the worker runs this very code
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "smat_deploy.evaluation.bench_worker", str(job_path)]
+    command = [sys.executable, "-m", "smat_deploy.evaluation.bench.worker", str(job_path)]
     result, steps = None, 0
     with open(workdir / f"{job['name']}.stderr", "w+", encoding="utf-8") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

@@ -1,13 +1,13 @@
 """``bench``: every engine side by side on identical inputs, each measurement in its own process.
 
-For every engine x size x batch a fresh worker process (:mod:`smat_deploy.evaluation.bench_worker`)
+For every engine x size x batch a fresh worker process (:mod:`smat_deploy.evaluation.bench.worker`)
 opens the engine, warms up and times ``Runtime`` calls, so its peak resident memory is that engine's
 alone. The parent compares every engine's alpha with the PyTorch reference on the same inputs,
 and turns latencies into throughput, achieved GFLOP/s (:mod:`.flops`), the share of
 the matmul rate, the ratio to the first engine and, for ONNX Runtime engines, the wrapper's overhead
 over a bare ``session.run``.
 
-The float32 matmul ceiling (:mod:`smat_deploy.evaluation.machine`) is timed inside every worker,
+The float32 matmul ceiling (:mod:`smat_deploy.evaluation.bench.machine`) is timed inside every worker,
 just before its engine opens, so on a shared machine each engine is compared with the rate the
 machine gave at that moment.
 
@@ -19,30 +19,28 @@ other engines still run.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.bench_worker import run_in_worker
+from smat_deploy.evaluation.bench.machine import DEFAULT_MATMUL_SIZE, machine_description
+from smat_deploy.evaluation.bench.worker import run_in_worker
 from smat_deploy.evaluation.flops import attention_half_side, smat_flops
-from smat_deploy.evaluation.machine import DEFAULT_MATMUL_SIZE, machine_description
 from smat_deploy.model import SMat, describe_weights
-from smat_deploy.runtime import backend_for
-from smat_deploy.runtime.onnxrt import OnnxRuntimeBackend, check_onnx_file
+from smat_deploy.runtime import Backend, backend_for
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
+from smat_deploy.runtime.wrapper import check_options
 
 MEMORY_METHOD = (
     "every engine x size x batch ran in its own fresh process: peak_rss_mb is that process's peak resident "
     "memory (getrusage ru_maxrss), base_rss_mb its resident memory before the engine was opened "
     "(interpreter, torch, onnxruntime)"
 )
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -53,33 +51,6 @@ class Size:
     @property
     def label(self) -> str:
         return f"{self.width}x{self.height}"
-
-
-def parse_sizes(text: str) -> list[Size]:
-    """``"518x518,1560x1040"`` (width x height, like photo sizes) -> sizes; each side at least 14."""
-    sizes = []
-    for part in text.split(","):
-        match = _SIZE.match(part)
-        if not match:
-            raise SmatError(
-                f"--sizes must be WIDTHxHEIGHT pairs separated by commas (e.g. 518x518,1560x1040), got {part!r}"
-            )
-        width, height = int(match[1]), int(match[2])
-        if min(width, height) < 14:
-            raise SmatError(f"--sizes {part.strip()}: both sides must be at least 14 pixels")
-        sizes.append(Size(width, height))
-    return list(dict.fromkeys(sizes))
-
-
-def parse_batches(text: str) -> list[int]:
-    """``"1,4"`` -> ``[1, 4]``; every batch at least 1."""
-    try:
-        batches = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise SmatError(f"--batch must be whole numbers separated by commas (e.g. 1,4), got {text!r}") from None
-    if any(batch < 1 for batch in batches):
-        raise SmatError(f"--batch values must be at least 1, got {text!r}")
-    return list(dict.fromkeys(batches))
 
 
 @dataclass(frozen=True)
@@ -99,19 +70,49 @@ def _parameter_bytes() -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def resolve_engine(text: str, checkpoint: Path | None = None) -> EngineChoice:
-    """Check one ``--engine`` (file type, existence, I/O contract) and say whether its backend can run here."""
+def resolve_engine(text: str, checkpoint: Path | None = None, backend: str | None = None) -> EngineChoice:
+    """Check one ``--engine`` (file type, existence, I/O contract) and say whether its backend can run here.
+
+    ``backend``: the backend to run it with (default: the first registered one that opens it); the
+    label names the backend when one was asked for, so one file can be measured on several.
+    """
+    engine = str(checkpoint) if text == TORCH_ENGINE and checkpoint is not None else text
+    chosen = backend_for(TORCH_ENGINE if text == TORCH_ENGINE else Path(text), backend)
+    label = text if backend is None else f"{text} ({chosen.name})"
     if text == TORCH_ENGINE:
-        engine = str(checkpoint) if checkpoint is not None else TORCH_ENGINE
         size = checkpoint.stat().st_size if checkpoint is not None else _parameter_bytes()
-        return EngineChoice(text, engine, "torch", size)
+        return EngineChoice(label, engine, chosen.name, size, chosen.unavailable_reason())
     path = Path(text)
-    backend = backend_for(path)  # unknown file types fail here
     if not path.is_file():
         raise SmatError(f"engine not found: {text}")
-    if backend is OnnxRuntimeBackend:
-        check_onnx_file(path)
-    return EngineChoice(text, str(path), backend.name, path.stat().st_size, backend.unavailable_reason())
+    chosen.check_file(path)
+    return EngineChoice(label, str(path), chosen.name, path.stat().st_size, chosen.unavailable_reason())
+
+
+def resolve_engines(engines: list[str], backends: list[str] | None, checkpoint: Path | None) -> list[EngineChoice]:
+    """Every engine with every ``backends`` entry that opens it (all engines with their default backend when None).
+
+    An engine that none of the named backends opens is an error: it would silently not be measured.
+    """
+    if not backends:
+        return [resolve_engine(text, checkpoint) for text in engines]
+    choices = []
+    for text in engines:
+        target = TORCH_ENGINE if text == TORCH_ENGINE else Path(text)
+        mine = [name for name in backends if backend_for_or_none(target, name) is not None]
+        if not mine:
+            raise SmatError(f"none of --backend {', '.join(backends)} opens {text}")
+        choices.extend(resolve_engine(text, checkpoint, name) for name in mine)
+    return choices
+
+
+def backend_for_or_none(engine: object, name: str) -> type[Backend] | None:
+    try:
+        return backend_for(engine, name)
+    except SmatError as err:
+        if str(err).startswith("unknown backend"):
+            raise
+        return None
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,10 @@ class BenchConfig:
     checkpoint: Path | None = None
     seed: int = 0
     matmul_size: int = DEFAULT_MATMUL_SIZE
+    #: Backends to run every engine with (those that open it); None: each engine's default backend.
+    backends: list[str] | None = None
+    #: ``--backend-option`` values, checked against each chosen backend's declared options.
+    backend_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -267,6 +272,8 @@ def _measure_job(name: str, choice: EngineChoice, size: Size, batch: int, config
     return {
         "name": name,
         "engine": choice.engine,
+        "backend": choice.backend,
+        "options": engine_options(choice.backend, config),
         "device": config.device,
         "threads": config.threads,
         "seed": config.seed,
@@ -275,9 +282,21 @@ def _measure_job(name: str, choice: EngineChoice, size: Size, batch: int, config
         "batch": batch,
         "warmup": config.warmup,
         "iters": config.iters,
-        "overhead": first and choice.backend == "onnxruntime",
+        "overhead": first,
         "matmul_size": config.matmul_size,
     }
+
+
+def engine_options(backend: str, config: BenchConfig) -> dict:
+    """What the worker opens an engine with: ``--threads`` and ``--seed`` for the backends that take them,
+    plus every ``--backend-option`` (which the backend must take)."""
+    from smat_deploy.runtime import backend_class
+
+    cls = backend_class(backend)
+    shared = {
+        name: value for name, value in (("threads", config.threads), ("seed", config.seed)) if name in cls.options
+    }
+    return {**shared, **check_options(cls, config.backend_options)}
 
 
 def _steps(job: dict) -> int:
@@ -294,7 +313,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
     """
     if config.warmup < 0 or config.iters < 1:
         raise SmatError("--iters must be at least 1 and --warmup at least 0")
-    choices = [resolve_engine(text, config.checkpoint) for text in config.engines]
+    choices = resolve_engines(config.engines, config.backends, config.checkpoint)
     reference = next((c for c in choices if _is_reference(c, config.checkpoint)), None)
     measured = []
     for choice in choices:
@@ -310,8 +329,10 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
             for i, (size, batch) in enumerate((s, b) for s in config.sizes for b in config.batches)
         ]
         engine = str(config.checkpoint) if config.checkpoint is not None else TORCH_ENGINE
-        reference_job = {"name": "reference", "engine": engine, "device": config.device, "threads": config.threads}
-        reference_job.update(seed=config.seed, cases=cases)
+        reference_job = {"name": "reference", "engine": engine, "backend": "torch", "device": config.device}
+        reference_job.update(
+            seed=config.seed, options=engine_options("torch", replace(config, backend_options={})), cases=cases
+        )
     runnable = [job for choice, _, _, job in measured if choice.unavailable is None]
     total = sum(_steps(job) for job in [*runnable, *([reference_job] if reference_job else [])])
     step = progress(total) if progress else (lambda: None)

@@ -34,11 +34,13 @@ from PIL import Image
 
 from smat_deploy import images as image_io
 from smat_deploy import prompts as P
+from smat_deploy.contract import MIN_SIDE, PROMPT_KINDS
+from smat_deploy.data.cases import central_region, prompt_from_alpha
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.errors import SmatError
+from smat_deploy.images import PHOTO_SUFFIXES
 
 INDEX_FORMAT = "smat-deploy/calibration/1"
-PROMPT_KINDS = ("none", "point", "box", "scribble", "mask")
 DEFAULT_SIZE = 518
 #: Default composites: 1, plus the 4 built-in photos, x 5 prompt kinds = 25 samples. Calibration memory
 #: grows with the sample count, so the photos replaced the second composite rather than joining it.
@@ -52,7 +54,6 @@ BUILTIN_PHOTOS = (
     ("coffee", "coffee.png", "CC0 (Rachel Michetti)"),
     ("rocket", "rocket.jpg", "public domain (SpaceX)"),
 )
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,7 @@ class CalibrationSet:
 
 def prompts_for(alpha: np.ndarray | None, size: int, kind: str) -> list[P.Prompt]:
     """Deterministic prompt of ``kind`` from a known alpha, or on the central region when none is known."""
-    from smat_deploy.export.parity import prompt_from_alpha
-
-    if alpha is not None:
-        return prompt_from_alpha(alpha, kind)
-    central = np.zeros((size, size), np.float32)
-    low, high = round(size * 0.3), round(size * 0.7)
-    central[low:high, low:high] = 1
-    return prompt_from_alpha(central, kind)
+    return prompt_from_alpha(alpha if alpha is not None else central_region(size, size), kind)
 
 
 def _square(image: np.ndarray, size: int) -> np.ndarray:
@@ -125,7 +119,7 @@ def _user_photos(folder: Path, size: int) -> list[tuple[str, np.ndarray, str]]:
     """(file stem, photo, file name) for each readable photo in ``folder``, in name order."""
     if not folder.is_dir():
         raise SmatError(f"calibration folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     photos, skipped = [], []
     for path in files:
         try:
@@ -135,7 +129,7 @@ def _user_photos(folder: Path, size: int) -> list[tuple[str, np.ndarray, str]]:
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable photo(s) in {folder}: {'; '.join(skipped[:3])}", stacklevel=2)
     if not photos:
-        raise SmatError(f"no readable photos in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise SmatError(f"no readable photos in {folder} (looked for {', '.join(sorted(PHOTO_SUFFIXES))})")
     return photos
 
 
@@ -161,8 +155,8 @@ def build_calibration_set(
         raise SmatError(f"--synthetic must be >= 0, got {synthetic}")
     if synthetic == 0 and from_dir is None and not builtin_photos:
         raise SmatError("nothing to build: give --synthetic N and/or --from DIR, or keep the built-in photos")
-    if size < 14:
-        raise SmatError(f"--size must be at least 14, got {size}")
+    if size < MIN_SIDE:
+        raise SmatError(f"--size must be at least {MIN_SIDE}, got {size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SmatError(f"calibration output is a file: {out}")

@@ -24,10 +24,10 @@ from smat_deploy import images
 from smat_deploy import prompts as P
 from smat_deploy._files import prepare_folder
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime.wrapper import Runtime
+from smat_deploy.images import PHOTO_SUFFIXES
+from smat_deploy.runtime import Runtime
 
 #: Photo formats a folder run picks up (case-insensitive).
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)

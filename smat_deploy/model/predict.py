@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from smat_deploy.errors import SmatError
-from smat_deploy.model import SMat
+from smat_deploy.model.smat import SMat
 
 
 def predict_alpha(

@@ -1,0 +1,195 @@
+"""The SMat contract: what every engine takes and returns, the sizes it accepts, and the precisions with their gates.
+
+Everything else in smat-deploy reads these facts from here; this module imports nothing from the
+project (and nothing outside the standard library), so any layer, and a caller in another language
+reading the sidecar manifest, sees the same contract.
+
+- I/O: ``image [B,3,H,W]``, ``prompt [B,1,H,W]``, ``state [B,1]`` (float32, in [0, 1]) ->
+  ``alpha [B,1,H,W]`` (float32, in [0, 1]).
+- Sizes: ``H, W >= MIN_SIDE`` (one ViT patch of ``PATCH_SIZE``); padding to a multiple of the patch
+  and cropping back happen inside the graph.
+- Precisions: each artifact's name, file, and the gate it must meet against float32 (max and mean
+  absolute alpha difference); ``parity`` uses the same figures as its default tolerances.
+- The sidecar manifest: ``smat.onnx`` -> ``smat.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: DINOv2 ViT-S/14's patch side in pixels.
+PATCH_SIZE = 14
+#: The smallest image side SMat accepts: one patch.
+MIN_SIDE = PATCH_SIZE
+#: The largest side and batch the exported graph declares (its dynamic dimensions' bounds).
+MAX_SIDE, MAX_BATCH = 8192, 256
+#: The position-embedding grid's native size (37 x 14): where the reference needs no resize.
+NATIVE_SIDE = 518
+
+INPUTS: list[dict] = [
+    {
+        "name": "image",
+        "dtype": "float32",
+        "shape": ["batch", 3, "height", "width"],
+        "range": [0.0, 1.0],
+        "meaning": "RGB, channels first; normalisation and padding happen inside the graph",
+    },
+    {
+        "name": "prompt",
+        "dtype": "float32",
+        "shape": ["batch", 1, "height", "width"],
+        "range": [0.0, 1.0],
+        "meaning": "1 where the user marked the target (points, boxes, scribbles, masks rasterised); "
+        "all zeros for automatic mode",
+    },
+    {
+        "name": "state",
+        "dtype": "float32",
+        "shape": ["batch", 1],
+        "range": [0.0, 1.0],
+        "meaning": "1 interactive, 0 automatic (per sample); interactive needs a non-empty prompt",
+    },
+]
+OUTPUTS: list[dict] = [
+    {
+        "name": "alpha",
+        "dtype": "float32",
+        "shape": ["batch", 1, "height", "width"],
+        "range": [0.0, 1.0],
+        "meaning": "alpha matte at the input size (cropping happens inside the graph)",
+    }
+]
+INPUT_NAMES = tuple(spec["name"] for spec in INPUTS)
+OUTPUT_NAMES = tuple(spec["name"] for spec in OUTPUTS)
+DIMENSIONS = {
+    "batch": {"min": 1, "max": MAX_BATCH},
+    "height": {"min": MIN_SIDE, "max": MAX_SIDE},
+    "width": {"min": MIN_SIDE, "max": MAX_SIDE},
+}
+
+#: Prompt kinds that inputs are made with (calibration, gates, parity, benchmarks): "none" is automatic mode.
+PROMPT_KINDS = ("none", "point", "box", "scribble", "mask")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as a model file declares it: static sizes are ints, dynamic ones names or None."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...]
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+CONTRACT_INPUTS = tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in INPUTS)
+CONTRACT_OUTPUTS = tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in OUTPUTS)
+
+
+def _spec_problems(found: Sequence[TensorSpec], expected: Sequence[TensorSpec], role: str) -> list[str]:
+    problems = []
+    by_name = {spec.name: spec for spec in found}
+    wanted = [spec.name for spec in expected]
+    if missing := [name for name in wanted if name not in by_name]:
+        problems.append(f"missing {role} {', '.join(missing)}")
+    if extra := [spec.name for spec in found if spec.name not in wanted]:
+        problems.append(f"unexpected {role} {', '.join(extra)}")
+    for want in expected:
+        have = by_name.get(want.name)
+        if have is None:
+            continue
+        if have.dtype != want.dtype:
+            problems.append(f"{want.name} is {have.dtype}, expected {want.dtype}")
+        if len(have.shape) != len(want.shape):
+            problems.append(f"{want.name} has rank {len(have.shape)}, expected {len(want.shape)} {list(want.shape)}")
+            continue
+        for axis, (dim, wanted_dim) in enumerate(zip(have.shape, want.shape, strict=True)):
+            if isinstance(wanted_dim, int) and isinstance(dim, int) and dim != wanted_dim:
+                problems.append(f"{want.name} axis {axis} is {dim}, expected {wanted_dim}")
+    return problems
+
+
+def contract_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[str]:
+    """Every way declared I/O differs from ``image, prompt, state -> alpha`` (empty: it meets the contract).
+
+    Static sizes where the contract has symbolic ones (a fixed-size export) are allowed; they become
+    the engine's size limits.
+    """
+    return _spec_problems(inputs, CONTRACT_INPUTS, "input") + _spec_problems(outputs, CONTRACT_OUTPUTS, "output")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The most an artifact's alpha may differ from float32's: ``max_abs`` per pixel, ``mean_abs`` on average."""
+
+    max_abs: float
+    mean_abs: float
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One artifact kind: its name (as manifests record it), default file, gate, and whether TensorRT can build it."""
+
+    name: str
+    file: str
+    gate: Gate
+    summary: str
+    #: Uses ONNX Runtime's own operators or kernels: no TensorRT engine is built from it.
+    cpu_only: bool = False
+
+
+#: The export's parity bound against the PyTorch reference (max absolute alpha difference).
+EXPORT_GATE = Gate(max_abs=1e-4, mean_abs=1e-5)
+#: FP16 (``export --fp16``) against float32 on the calibration set.
+FP16_GATE = Gate(max_abs=2e-2, mean_abs=1e-3)
+#: INT8 against float32 on held-out images (``export --int8``), with the least share of weight FLOPs in int8.
+INT8_GATE = Gate(max_abs=0.05, mean_abs=5e-3)
+MIN_INT8_SHARE = 0.9
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("float32", "smat.onnx", EXPORT_GATE, "the export: float32, portable ONNX"),
+        Precision(
+            "float32_cpu",
+            "smat_cpu.onnx",
+            EXPORT_GATE,
+            "float32 with ONNX Runtime's fused CPU kernels (the same arithmetic)",
+            cpu_only=True,
+        ),
+        Precision("fp16", "smat_fp16.onnx", FP16_GATE, "float16 with fp32 islands (Model Optimizer AutoCast)"),
+        Precision("int8", "smat_int8.onnx", INT8_GATE, "INT8 Q/DQ for TensorRT (Model Optimizer)"),
+        Precision("int8_cpu", "smat_int8_cpu.onnx", INT8_GATE, "INT8 for ONNX Runtime's CPU kernels", cpu_only=True),
+    )
+}
+#: Other spellings found in manifests and on command lines, and the precision each means.
+PRECISION_ALIASES = {"float16": "fp16", "cpu": "float32_cpu", "fp32": "float32"}
+
+
+def canonical_precision(name: str) -> str:
+    """A precision's one name (``float16`` -> ``fp16``); unknown names come back unchanged."""
+    return PRECISION_ALIASES.get(name, name)
+
+
+def gate_for(precision: str) -> Gate | None:
+    """The gate an artifact of ``precision`` met at export, or None for a precision smat-deploy does not make."""
+    found = PRECISIONS.get(canonical_precision(precision))
+    return found.gate if found else None
+
+
+def manifest_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """The sidecar manifest of a model file: ``smat.onnx`` -> ``smat.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict | None:
+    """A sidecar manifest's content, or None when there is none (a malformed one raises ``ValueError``)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""The ``bench`` tool: engines side by side, each measured in its own worker process."""

@@ -1,0 +1,1 @@
+"""The ``parity`` tool: any engine against the PyTorch reference on real photos, per prompt kind."""
