@@ -1,6 +1,23 @@
-"""Run any SMat engine (PyTorch reference, ONNX Runtime, TensorRT) behind one call: :class:`Runtime`."""
+"""Run any SMat engine (PyTorch reference, ONNX Runtime, OpenVINO, TensorRT) behind one call: :class:`Runtime`.
 
-from smat_deploy.runtime.base import Backend, Limits, TensorSpec, check_contract
-from smat_deploy.runtime.wrapper import BACKENDS, Runtime, RuntimeInfo, backend_for
+Importing this package loads neither PyTorch nor any backend's package; a backend's package is
+imported when it opens an engine.
+"""
 
-__all__ = ["BACKENDS", "Backend", "Limits", "Runtime", "RuntimeInfo", "TensorSpec", "backend_for", "check_contract"]
+from smat_deploy.runtime.base import Backend, BackendOption, Limits, check_contract
+from smat_deploy.runtime.registry import BACKENDS, all_backends, backend_class, backend_for, describe_backends
+from smat_deploy.runtime.wrapper import Runtime, RuntimeInfo
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendOption",
+    "Limits",
+    "Runtime",
+    "RuntimeInfo",
+    "all_backends",
+    "backend_class",
+    "backend_for",
+    "check_contract",
+    "describe_backends",
+]

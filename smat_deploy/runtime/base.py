@@ -1,82 +1,57 @@
-"""The one interface every backend implements, and the SMat I/O contract every engine must meet.
+"""The one interface every backend implements, checked against the SMat I/O contract.
 
 A backend gets inputs that are already in the contract's form (float32, ``image [B,3,H,W]``,
 ``prompt [B,1,H,W]``, ``state [B,1]``, contiguous), either all numpy arrays or all torch tensors on
 one device, and returns ``alpha [B,1,H,W]`` as whichever of the two it naturally produces; the
-:class:`~smat_deploy.runtime.Runtime` wrapper does the conversions on both sides. Adding a backend
-is one file with one :class:`Backend` subclass.
+:class:`~smat_deploy.runtime.Runtime` wrapper does the conversions on both sides.
+
+A backend is one file with one :class:`Backend` subclass that declares what it is (name, file
+types, devices, options, the Triton platform it maps to) plus one line in
+:mod:`smat_deploy.runtime.registry`. Its module must import without its optional package: the
+package is imported when the backend opens an engine, and :meth:`Backend.unavailable_reason` says in
+one line why it cannot run here. Nothing in this module imports PyTorch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import numpy as np
-import torch
-
+from smat_deploy.contract import (
+    CONTRACT_INPUTS,
+    CONTRACT_OUTPUTS,
+    MIN_SIDE,
+    TensorSpec,
+    canonical_precision,
+    contract_problems,
+    manifest_path_for,
+    read_manifest,
+)
 from smat_deploy.errors import SmatError
-from smat_deploy.export.manifest import INPUTS, OUTPUTS, manifest_path_for, read_manifest
 
-Array = np.ndarray | torch.Tensor
-#: The smallest side the model accepts (one ViT patch).
-MIN_SIDE = 14
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output as a model file declares it: static sizes are ints, dynamic ones names or None."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str | None, ...]
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
-CONTRACT_INPUTS = tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in INPUTS)
-CONTRACT_OUTPUTS = tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in OUTPUTS)
-
-
-def _spec_problems(found: Sequence[TensorSpec], expected: Sequence[TensorSpec], role: str) -> list[str]:
-    problems = []
-    by_name = {spec.name: spec for spec in found}
-    wanted = [spec.name for spec in expected]
-    if missing := [name for name in wanted if name not in by_name]:
-        problems.append(f"missing {role} {', '.join(missing)}")
-    if extra := [spec.name for spec in found if spec.name not in wanted]:
-        problems.append(f"unexpected {role} {', '.join(extra)}")
-    for want in expected:
-        have = by_name.get(want.name)
-        if have is None:
-            continue
-        if have.dtype != want.dtype:
-            problems.append(f"{want.name} is {have.dtype}, expected {want.dtype}")
-        if len(have.shape) != len(want.shape):
-            problems.append(f"{want.name} has rank {len(have.shape)}, expected {len(want.shape)} {list(want.shape)}")
-            continue
-        for axis, (dim, wanted_dim) in enumerate(zip(have.shape, want.shape, strict=True)):
-            if isinstance(wanted_dim, int) and isinstance(dim, int) and dim != wanted_dim:
-                problems.append(f"{want.name} axis {axis} is {dim}, expected {wanted_dim}")
-    return problems
+#: A numpy array or a torch tensor (torch is never imported here to say so).
+Array = Any
 
 
 def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], source: str) -> None:
-    """Raise one :class:`SmatError` naming every way ``source`` differs from ``image, prompt, state -> alpha``.
-
-    Static sizes where the contract has symbolic ones (a fixed-size export) are allowed; they become
-    the engine's :class:`Limits`.
-    """
-    problems = _spec_problems(inputs, CONTRACT_INPUTS, "input") + _spec_problems(outputs, CONTRACT_OUTPUTS, "output")
-    if problems:
+    """Raise one :class:`SmatError` naming every way ``source`` differs from ``image, prompt, state -> alpha``."""
+    if problems := contract_problems(inputs, outputs):
         raise SmatError(
             f"{source} does not match the SMat contract (image, prompt, state -> alpha): " + "; ".join(problems)
         )
+
+
+def is_installed(package: str) -> bool:
+    """Whether ``package`` can be found without importing it; a finder refusing it (an import blocker) counts as no."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a finder raised, or sys.modules holds the name without a spec
+        return False
 
 
 @dataclass(frozen=True)
@@ -125,17 +100,59 @@ def sidecar_precision(path: str | os.PathLike[str] | None) -> tuple[str, Path | 
         raise SmatError(f"cannot read the manifest {manifest_path}: {err}") from None
     if not isinstance(manifest, dict):
         return "unknown (no manifest)", None
-    return str(manifest.get("precision", "unknown")), manifest_path
+    return canonical_precision(str(manifest.get("precision", "unknown"))), manifest_path
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One option a backend takes: its type (``int``, ``str`` or ``list`` of str) and one line of help."""
+
+    kind: type
+    help: str
+
+    def parse(self, backend: str, name: str, value: object) -> object:
+        """``value`` (a Python value, or text from the command line) as this option's type, or one clear error."""
+        if self.kind is list:
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+                raise SmatError(f"backend option {name} of {backend} is a list of names, got {value!r}")
+            return list(value)
+        if self.kind is int:
+            try:
+                number = int(value)  # type: ignore[call-overload]
+            except (TypeError, ValueError):
+                raise SmatError(f"backend option {name} of {backend} is a whole number, got {value!r}") from None
+            if isinstance(value, float | bool) or number < 0:
+                raise SmatError(f"backend option {name} of {backend} is a whole number >= 0, got {value!r}")
+            return number
+        if not isinstance(value, str):
+            raise SmatError(f"backend option {name} of {backend} is text, got {value!r}")
+        return value
+
+
+#: The option several backends share, declared once.
+THREADS = BackendOption(int, "intra-op threads (default: the runtime's own choice, one per core)")
 
 
 @dataclass
 class Backend(ABC):
-    """An opened engine. Subclasses set the class attributes and implement :meth:`open` and :meth:`run`."""
+    """An opened engine. Subclasses declare the class attributes and implement :meth:`open` and :meth:`run`."""
 
-    #: Short name shown in ``runtime.info`` and in the bench table.
+    #: Short name: ``--backend NAME``, ``runtime.info.backend`` and the bench table.
     name: ClassVar[str]
+    #: One line: what it runs and with what.
+    summary: ClassVar[str] = ""
     #: File suffixes this backend opens (lower case, with the dot).
     suffixes: ClassVar[tuple[str, ...]] = ()
+    #: Device kinds it can run on: ``cpu`` and/or ``cuda``.
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: The options :meth:`open` takes beyond ``device``: name -> declaration.
+    options: ClassVar[Mapping[str, BackendOption]] = {}
+    #: ``pip install`` hint for its optional package.
+    install: ClassVar[str] = ""
+    #: ``(Triton platform, file name in a model version folder)``, or None when Triton does not run its files.
+    triton_platform: ClassVar[tuple[str, str] | None] = None
 
     source: str
     precision: str
@@ -147,16 +164,24 @@ class Backend(ABC):
     details: dict = field(default_factory=dict)
 
     @classmethod
+    def accepts(cls, engine: object) -> bool:
+        """Whether ``engine`` (a path, a name, an object) is something this backend opens: by default its suffix."""
+        return isinstance(engine, str | os.PathLike) and Path(engine).suffix.lower() in cls.suffixes
+
+    @classmethod
     def unavailable_reason(cls) -> str | None:
         """One line saying why this backend cannot run here (a missing package, no GPU); None when it can."""
         return None
 
     @classmethod
+    def check_file(cls, path: Path) -> None:
+        """A cheap check of a file's declared I/O against the contract, without loading the engine (default: none)."""
+        return None
+
+    @classmethod
     @abstractmethod
-    def open(
-        cls, engine: object, *, device: str, providers: Sequence[str] | None, threads: int | None, seed: int
-    ) -> Backend:
-        """Load ``engine`` (a path, or a backend-specific object) and check it against the contract."""
+    def open(cls, engine: object, *, device: str, **options: Any) -> Backend:
+        """Load ``engine`` on ``device`` with this backend's ``options`` and check it against the contract."""
 
     @abstractmethod
     def run(self, image: Array, prompt: Array, state: Array) -> Array:
@@ -165,27 +190,6 @@ class Backend(ABC):
         Must be safe to call from several threads at once.
         """
 
-
-def as_torch(array: Array) -> torch.Tensor:
-    """A torch view of a numpy array (a copy only when the array is read-only), or the tensor itself."""
-    if isinstance(array, torch.Tensor):
-        return array
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
-
-
-def torch_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a torch device, with a one-line error for anything else."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise SmatError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SmatError(f"device {device} requested, but no CUDA GPU is visible to torch")
-        index = parsed.index or 0
-        if index >= torch.cuda.device_count():
-            raise SmatError(f"device {device} requested, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
-        parsed = torch.device("cuda", index)
-    return parsed
+    def raw_call(self) -> Callable[[dict], object] | None:
+        """The engine's own call on a numpy feed, without this wrapper (bench times the wrapper against it)."""
+        return None

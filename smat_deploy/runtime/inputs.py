@@ -14,17 +14,25 @@ on the way in.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
 from smat_deploy import prompts as P
+from smat_deploy.contract import MIN_SIDE
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime.base import MIN_SIDE, Array
+from smat_deploy.runtime.base import Array
+from smat_deploy.runtime.devices import is_tensor
 
 _PROMPT_TYPES = (Mapping, P.Point, P.Box, P.Scribble, P.Mask)
+
+
+def _torch() -> Any:
+    """The torch module, only ever asked for when the caller passed a tensor (so it is already imported)."""
+    return sys.modules["torch"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class Prepared:
     prompt: Array
     state: Array
     single: bool
-    device: torch.device | None  # None: the caller gave numpy
+    device: Any  # a torch.device; None: the caller gave numpy
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -44,24 +52,25 @@ class Prepared:
 
 
 def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray | torch.Tensor):
+    if isinstance(value, np.ndarray) or is_tensor(value):
         return f"{type(value).__module__.split('.')[0]} {value.dtype} of shape {list(value.shape)}"
     return type(value).__name__
 
 
 def _is_float(array: Array) -> bool:
-    if isinstance(array, torch.Tensor):
+    if is_tensor(array):
         return array.is_floating_point()
     return bool(np.issubdtype(array.dtype, np.floating))
 
 
 def _is_bool(array: Array) -> bool:
-    return array.dtype == torch.bool if isinstance(array, torch.Tensor) else array.dtype == np.bool_
+    return array.dtype == _torch().bool if is_tensor(array) else array.dtype == np.bool_
 
 
 def _as_float(array: Array, what: str) -> Array:
     """uint8 -> [0, 1]; bool -> 0/1; floats -> float32 checked to lie in [0, 1]; anything else is refused."""
-    if isinstance(array, torch.Tensor):
+    if is_tensor(array):
+        torch = _torch()
         if array.dtype == torch.uint8:
             return array.to(torch.float32).div_(255.0)
         if array.dtype == torch.bool:
@@ -85,26 +94,26 @@ def _as_float(array: Array, what: str) -> Array:
 
 
 def _contiguous(array: Array) -> Array:
-    return array.contiguous() if isinstance(array, torch.Tensor) else np.ascontiguousarray(array)
+    return array.contiguous() if is_tensor(array) else np.ascontiguousarray(array)
 
 
 def _to_kind(array: Array, like: Array) -> Array:
     """``array`` as the same kind (numpy, or torch on the same device) as ``like``."""
-    if isinstance(like, torch.Tensor):
-        tensor = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
+    if is_tensor(like):
+        tensor = _torch().from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
         return tensor.to(like.device)
-    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+    return array.detach().cpu().numpy() if is_tensor(array) else array
 
 
 def prepare_image(image: object) -> tuple[Array, bool]:
     """``(image [B,3,H,W] float32 contiguous, single)``."""
-    if not isinstance(image, np.ndarray | torch.Tensor):
+    if not (isinstance(image, np.ndarray) or is_tensor(image)):
         raise SmatError(f"image must be a numpy array or a torch tensor, got {_describe(image)}")
     if image.ndim == 3:
         if image.shape[-1] != 3:
             raise SmatError(f"a single image must be HxWx3 (RGB, channels last), got {_describe(image)}")
         single = True
-        image = image.permute(2, 0, 1)[None] if isinstance(image, torch.Tensor) else image.transpose(2, 0, 1)[None]
+        image = image.permute(2, 0, 1)[None] if is_tensor(image) else image.transpose(2, 0, 1)[None]
     elif image.ndim == 4:
         if image.shape[1] != 3:
             raise SmatError(f"a batch must be Bx3xHxW (RGB, channels first), got {_describe(image)}")
@@ -160,12 +169,12 @@ def prepare_prompt(prompt: object, image: Array) -> Array:
     """``prompt [B,1,H,W]`` float32 of the image's kind and device."""
     batch, _, height, width = image.shape
     if prompt is None:
-        if isinstance(image, torch.Tensor):
-            return torch.zeros((batch, 1, height, width), dtype=torch.float32, device=image.device)
+        if is_tensor(image):
+            return _torch().zeros((batch, 1, height, width), dtype=_torch().float32, device=image.device)
         return np.zeros((batch, 1, height, width), dtype=np.float32)
     if _is_prompt_objects(prompt):
         return _to_kind(rasterize_prompt_objects(prompt, batch, height, width), image)
-    if not isinstance(prompt, np.ndarray | torch.Tensor):
+    if not (isinstance(prompt, np.ndarray) or is_tensor(prompt)):
         raise SmatError(f"prompt must be a mask, prompt objects or None, got {_describe(prompt)}")
     if prompt.ndim == 2 and tuple(prompt.shape) != (height, width):
         raise SmatError(f"prompt mask is {prompt.shape[1]}x{prompt.shape[0]} but the image is {width}x{height} (WxH)")
@@ -179,7 +188,7 @@ def prepare_prompt(prompt: object, image: Array) -> Array:
     if mask.ndim == 2:
         mask = (
             mask[None, None].expand(batch, 1, height, width)
-            if isinstance(mask, torch.Tensor)
+            if is_tensor(mask)
             else (np.broadcast_to(mask[None, None], (batch, 1, height, width)))
         )
     return _contiguous(mask)
@@ -188,28 +197,28 @@ def prepare_prompt(prompt: object, image: Array) -> Array:
 def _state_values(state: object, batch: int, like: Array) -> Array:
     if isinstance(state, bool | int | float):
         values: Array = np.full((batch, 1), float(state), dtype=np.float32)
-    elif isinstance(state, np.ndarray | torch.Tensor) and math.prod(state.shape) == batch:
+    elif (isinstance(state, np.ndarray) or is_tensor(state)) and math.prod(state.shape) == batch:
         values = state.reshape(batch, 1)
     else:
         raise SmatError(f"state must be 0, 1 or one value per sample ({batch}), got {_describe(state)}")
     values = _to_kind(values, like)
-    return values.to(torch.float32) if isinstance(values, torch.Tensor) else values.astype(np.float32)
+    return values.to(_torch().float32) if is_tensor(values) else values.astype(np.float32)
 
 
 def prepare_state(state: object, prompt: Array) -> Array:
     """``state [B,1]`` float32: derived from the prompt when None, else checked against it."""
     batch = prompt.shape[0]
-    is_torch = isinstance(prompt, torch.Tensor)
+    is_torch = is_tensor(prompt)
     marked = (prompt != 0).reshape(batch, -1).any(1)
     if state is None:
         derived = marked.reshape(batch, 1)
-        return derived.to(torch.float32) if is_torch else derived.astype(np.float32)
+        return derived.to(_torch().float32) if is_torch else derived.astype(np.float32)
     values = _state_values(state, batch, prompt)
     if not bool(((values == 0) | (values == 1)).all()):
         raise SmatError("state must be 0 (automatic) or 1 (interactive)")
     empty = (values[:, 0] == 1) & ~marked
     if bool(empty.any()):
-        indices = torch.nonzero(empty).flatten().tolist() if is_torch else np.flatnonzero(empty).tolist()
+        indices = _torch().nonzero(empty).flatten().tolist() if is_torch else np.flatnonzero(empty).tolist()
         raise SmatError(
             f"interactive state with an empty prompt (sample {', '.join(map(str, indices))}): "
             "mark at least one pixel or use state 0"
@@ -222,15 +231,15 @@ def prepare_inputs(image: object, prompt: object = None, state: object = None) -
     batch_image, single = prepare_image(image)
     batch_prompt = prepare_prompt(prompt, batch_image)
     batch_state = prepare_state(state, batch_prompt)
-    device = batch_image.device if isinstance(batch_image, torch.Tensor) else None
+    device = batch_image.device if is_tensor(batch_image) else None
     return Prepared(batch_image, batch_prompt, batch_state, single, device)
 
 
 def restore_output(alpha: Array, prepared: Prepared) -> Array:
     """The backend's ``alpha [B,1,H,W]`` as the caller's kind, ``HxW`` for a single photo."""
     if prepared.device is None:
-        alpha = alpha.detach().cpu().numpy() if isinstance(alpha, torch.Tensor) else np.asarray(alpha)
+        alpha = alpha.detach().cpu().numpy() if is_tensor(alpha) else np.asarray(alpha)
     else:
-        alpha = torch.from_numpy(alpha) if isinstance(alpha, np.ndarray) else alpha
+        alpha = _torch().from_numpy(alpha) if isinstance(alpha, np.ndarray) else alpha
         alpha = alpha.to(prepared.device)
     return alpha[0, 0] if prepared.single else alpha

@@ -12,27 +12,28 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
+from smat_deploy._ort import CPU, CUDA, session_options
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.base import (
+    THREADS,
     Array,
     Backend,
+    BackendOption,
     TensorSpec,
     check_contract,
     sidecar_precision,
     static_limits,
-    torch_device,
 )
+from smat_deploy.runtime.devices import check_cuda, cuda_device_count, is_tensor, parse_device
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
 _ORT_DEFAULT_LOG_SEVERITY = 2  # warnings, ONNX Runtime's own default
 _DTYPES = {
     "tensor(float)": "float32",
@@ -92,24 +93,36 @@ def resolve_providers(device: str, providers: Sequence[str] | None) -> tuple[lis
         if unknown := [p for p in providers if p not in available]:
             raise SmatError(f"ONNX Runtime here has no {', '.join(unknown)} (available: {', '.join(available)})")
         return providers, [p for p in providers if p != CPU], False
-    if device == "auto":
-        if torch.cuda.is_available() and CUDA in available:
+    target = parse_device(device)
+    if target.kind == "auto":
+        if cuda_device_count() > 0 and CUDA in available:
             return [CUDA, CPU], [], True
         return [CPU], [], False
-    target = torch_device(device) if device != "cpu" else torch.device("cpu")
-    if target.type == "cpu":
+    if target.kind == "cpu":
         return [CPU], [], False
     if CUDA not in available:
         raise SmatError(f"device {device} needs onnxruntime-gpu; this ONNX Runtime only has {', '.join(available)}")
-    return [(CUDA, {"device_id": target.index or 0}), CPU], [CUDA], False
+    return [(CUDA, {"device_id": check_cuda(target, device)}), CPU], [CUDA], False
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    summary = "ONNX Runtime: any .onnx meeting the contract (float32, fp16, int8), CPU or CUDA"
     suffixes = (".onnx",)
+    devices = ("cpu", "cuda")
+    options: ClassVar[Mapping[str, BackendOption]] = {
+        "threads": THREADS,
+        "providers": BackendOption(list, "ONNX Runtime execution providers, in order (overrides the device)"),
+    }
+    install = "pip install onnxruntime-gpu"
+    triton_platform = ("onnxruntime_onnx", "model.onnx")
 
     session: ort.InferenceSession
-    cuda_device: torch.device | None
+    cuda_index: int | None
+
+    @classmethod
+    def check_file(cls, path: Path) -> None:
+        check_onnx_file(path)
 
     @classmethod
     def open(
@@ -119,20 +132,13 @@ class OnnxRuntimeBackend(Backend):
         device: str = "auto",
         providers: Sequence[str] | None = None,
         threads: int | None = None,
-        seed: int = 0,
     ) -> OnnxRuntimeBackend:
         path = Path(os.fspath(engine))  # type: ignore[arg-type]
         if not path.is_file():
             raise SmatError(f"ONNX model not found: {path}")
         precision, manifest = sidecar_precision(path)
         requested, required, fallback = resolve_providers(device, providers)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # ORT's constant-folding notes on Q/DQ graphs are not the caller's concern
-        if threads:
-            options.intra_op_num_threads = threads
-        if precision in ("fp16", "float16"):  # fp16 is what `export --fp16` records
-            # ORT_ENABLE_ALL's fusions crashed on AutoCast float16 graphs while BASIC ran them correctly.
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options = session_options(precision, threads)
         try:
             with _quiet_provider_loading(bool(required) or fallback):
                 session = ort.InferenceSession(str(path), options, providers=requested)
@@ -147,15 +153,13 @@ class OnnxRuntimeBackend(Backend):
             )
         inputs, outputs = _specs(session.get_inputs()), _specs(session.get_outputs())
         check_contract(inputs, outputs, str(path))
-        on_cuda = CUDA in active
-        cuda_device = None
-        if on_cuda:
-            options_used = session.get_provider_options().get(CUDA, {})
-            cuda_device = torch.device("cuda", int(options_used.get("device_id", 0)))
+        cuda_index = None
+        if CUDA in active:
+            cuda_index = int(session.get_provider_options().get(CUDA, {}).get("device_id", 0))
         backend = cls(
             source=str(path),
             precision=precision,
-            device=str(cuda_device) if on_cuda else "cpu",
+            device="cpu" if cuda_index is None else f"cuda:{cuda_index}",
             providers=active,
             inputs=inputs,
             outputs=outputs,
@@ -167,12 +171,12 @@ class OnnxRuntimeBackend(Backend):
             },
         )
         backend.session = session
-        backend.cuda_device = cuda_device
+        backend.cuda_index = cuda_index
         return backend
 
     def run(self, image: Array, prompt: Array, state: Array) -> Array:
-        if isinstance(image, torch.Tensor) and image.is_cuda and self.cuda_device is not None:
-            return self._run_bound(image, prompt, state)  # type: ignore[arg-type]
+        if self.cuda_index is not None and is_tensor(image) and image.is_cuda:
+            return self._run_bound(image, prompt, state)
         feed = {
             "image": _host(image),
             "prompt": _host(prompt),
@@ -180,10 +184,15 @@ class OnnxRuntimeBackend(Backend):
         }
         return self.session.run(["alpha"], feed)[0]
 
-    def _run_bound(self, image: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def raw_call(self) -> Callable[[dict], object]:
+        session = self.session
+        return lambda feed: session.run(["alpha"], feed)
+
+    def _run_bound(self, image: Any, prompt: Any, state: Any) -> Any:
         """CUDA tensors in, CUDA tensor out: IOBinding to torch's memory, no host copies."""
-        device = self.cuda_device
-        assert device is not None
+        import torch  # a CUDA tensor came in: torch is loaded already
+
+        device = torch.device("cuda", self.cuda_index)
         tensors = {name: t.to(device) for name, t in (("image", image), ("prompt", prompt), ("state", state))}
         batch, _, height, width = image.shape
         alpha = torch.empty((batch, 1, height, width), dtype=torch.float32, device=device)
@@ -200,4 +209,4 @@ class OnnxRuntimeBackend(Backend):
 
 def _host(array: Array) -> np.ndarray:
     """numpy for ``session.run``: free for numpy and CPU tensors, one copy for CUDA tensors on a CPU session."""
-    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+    return array.detach().cpu().numpy() if is_tensor(array) else array

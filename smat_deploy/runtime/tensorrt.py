@@ -16,24 +16,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from smat_deploy.contract import CONTRACT_INPUTS, TensorSpec
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime.base import (
-    CONTRACT_INPUTS,
-    Array,
-    Backend,
-    Limits,
-    TensorSpec,
-    as_torch,
-    check_contract,
-    sidecar_precision,
-    torch_device,
-)
+from smat_deploy.runtime.base import Array, Backend, Limits, check_contract, is_installed, sidecar_precision
+from smat_deploy.runtime.devices import as_torch, torch_device
 
 INSTALL_HINT = "pip install tensorrt from NVIDIA's index: --extra-index-url https://pypi.nvidia.com"
 _DTYPE_NAMES = {
@@ -49,6 +38,13 @@ _DTYPE_NAMES = {
 }
 
 
+def _torch() -> Any:
+    """torch, imported when an engine is opened or run (TensorRT's buffers here are torch CUDA tensors)."""
+    import torch
+
+    return torch
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
@@ -60,11 +56,14 @@ def _import_tensorrt() -> Any:
 
 
 def unavailable_reason() -> str | None:
-    """Why TensorRT engines cannot run here (no package, no GPU), or None when they can."""
+    """Why TensorRT engines cannot run here (no package, no torch, no GPU), or None when they can."""
     try:
         _import_tensorrt()
     except SmatError as err:
         return str(err)
+    if not is_installed("torch"):
+        return "TensorRT engines run on torch CUDA memory here, and torch is not installed (pip install torch)"
+    torch = _torch()
     if not torch.cuda.is_available():
         return "TensorRT engines need an NVIDIA GPU, and torch sees no CUDA device here"
     return None
@@ -99,10 +98,14 @@ def profile_limits(engine: Any) -> Limits:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    summary = "TensorRT: serialized .plan/.engine files, on an NVIDIA GPU"
     suffixes = (".plan", ".engine")
+    devices = ("cuda",)
+    install = INSTALL_HINT
+    triton_platform = ("tensorrt_plan", "model.plan")
 
     engine: Any
-    cuda_device: torch.device
+    cuda_device: Any  # torch.device
     _local: threading.local
 
     @classmethod
@@ -115,16 +118,12 @@ class TensorRTBackend(Backend):
         engine: object,
         *,
         device: str = "auto",
-        providers: Sequence[str] | None = None,
-        threads: int | None = None,
-        seed: int = 0,
     ) -> TensorRTBackend:
         path = Path(os.fspath(engine))  # type: ignore[arg-type]
         if not path.is_file():
             raise SmatError(f"TensorRT engine not found: {path}")
         trt = _import_tensorrt()
-        if providers is not None:
-            raise SmatError("providers are ONNX Runtime execution providers; a TensorRT engine takes device= only")
+        torch = _torch()
         if not torch.cuda.is_available():
             raise SmatError("TensorRT engines need an NVIDIA GPU, and torch sees no CUDA device here")
         target = torch_device("cuda" if device == "auto" else device)
@@ -162,8 +161,9 @@ class TensorRTBackend(Backend):
         backend._runtime = runtime  # the engine must not outlive the runtime that deserialized it
         return backend
 
-    def _context(self) -> tuple[Any, torch.cuda.Stream]:
-        """This thread's execution context and stream, created on first use."""
+    def _context(self) -> tuple[Any, Any]:
+        """This thread's execution context and ``torch.cuda.Stream``, created on first use."""
+        torch = _torch()
         local = self._local
         if not hasattr(local, "context"):
             with torch.cuda.device(self.cuda_device):
@@ -173,7 +173,8 @@ class TensorRTBackend(Backend):
                 local.context, local.stream = context, torch.cuda.Stream(self.cuda_device)
         return local.context, local.stream
 
-    def run(self, image: Array, prompt: Array, state: Array) -> torch.Tensor:
+    def run(self, image: Array, prompt: Array, state: Array) -> Array:
+        torch = _torch()
         context, stream = self._context()
         caller_stream = torch.cuda.current_stream(self.cuda_device)
         stream.wait_stream(caller_stream)  # inputs the caller produced on its stream must be ready
@@ -194,6 +195,7 @@ class TensorRTBackend(Backend):
         return alpha
 
 
-def _on_device(array: Array, device: torch.device) -> torch.Tensor:
+def _on_device(array: Array, device: Any) -> Any:
     """A contiguous float32 CUDA tensor on ``device``: host data is uploaded, device data is used in place."""
+    torch = _torch()
     return as_torch(array).to(device=device, dtype=torch.float32, non_blocking=True).contiguous()

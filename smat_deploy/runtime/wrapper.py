@@ -1,44 +1,51 @@
 """``Runtime``: one call for every engine, whatever it is, with the caller's arrays in and out.
 
-``Runtime.open`` picks the backend from what it is given (``.onnx`` -> ONNX Runtime, ``.plan`` /
-``.engine`` -> TensorRT, ``"torch"``, a ``.pth``/``.pt`` checkpoint or an SMat module -> the PyTorch
-reference), checks the engine against the SMat I/O contract, and ``runtime(image, prompt, state)``
-validates the inputs against that contract and the engine's size limits before running it.
+``Runtime.open`` picks the backend (the one named, or the first in the registry that accepts the
+engine: ``.onnx`` -> ONNX Runtime, ``.plan``/``.engine`` -> TensorRT, ``"torch"``, a ``.pth``/``.pt``
+checkpoint or an SMat module -> the PyTorch reference), checks the engine against the SMat I/O
+contract, and ``runtime(image, prompt, state)`` validates the inputs against that contract and the
+engine's size limits before running it. Nothing here imports PyTorch.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from smat_deploy.errors import SmatError
-from smat_deploy.model import SMat
 from smat_deploy.runtime.base import Array, Backend
+from smat_deploy.runtime.devices import parse_device
 from smat_deploy.runtime.inputs import prepare_inputs, restore_output
-from smat_deploy.runtime.onnxrt import OnnxRuntimeBackend
-from smat_deploy.runtime.tensorrt import TensorRTBackend
-from smat_deploy.runtime.torch_backend import TORCH_ENGINE, TorchBackend
+from smat_deploy.runtime.registry import backend_for
 
-#: Every backend, in the order the documentation lists them. A new backend is one file plus one entry here.
-BACKENDS: tuple[type[Backend], ...] = (TorchBackend, OnnxRuntimeBackend, TensorRTBackend)
-
-EngineSpec = str | os.PathLike[str] | SMat
+#: A path, ``"torch"`` (the reference with its built-in weights) or an SMat module.
+EngineSpec = Any
 
 
-def backend_for(engine: EngineSpec) -> type[Backend]:
-    """The backend class that opens ``engine``, from its type or file suffix."""
-    if isinstance(engine, SMat) or engine == TORCH_ENGINE:
-        return TorchBackend
-    if not isinstance(engine, str | os.PathLike):
-        raise SmatError(f"an engine is a path, 'torch' or an SMat module, got {type(engine).__name__}")
-    suffix = Path(engine).suffix.lower()
-    for backend in BACKENDS:
-        if suffix in backend.suffixes:
-            return backend
-    known = ", ".join(f"{s} ({b.name})" for b in BACKENDS for s in b.suffixes)
-    raise SmatError(f"unknown engine type {Path(engine).name!r}: expected 'torch' or a file ending in {known}")
+def check_options(backend: type[Backend], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` parsed by the backend's declarations; None values count as not given."""
+    given = {name: value for name, value in options.items() if value is not None}
+    parsed = {}
+    for name, value in given.items():
+        declared = backend.options.get(name)
+        if declared is None:
+            takes = ", ".join(backend.options) or "no options"
+            raise SmatError(f"backend {backend.name} does not take option {name!r} (it takes: {takes})")
+        parsed[name] = declared.parse(backend.name, name, value)
+    return parsed
+
+
+def shared_options(backend: type[Backend], **settings: Any) -> dict[str, Any]:
+    """Settings a tool applies to every engine it opens (``threads``, ``seed``): those this backend declares."""
+    return {name: value for name, value in settings.items() if name in backend.options and value is not None}
+
+
+def check_device(backend: type[Backend], device: str) -> None:
+    kind = parse_device(device).kind
+    if kind != "auto" and kind not in backend.devices:
+        raise SmatError(f"backend {backend.name} runs on {' or '.join(backend.devices)}, not {device}")
 
 
 @dataclass(frozen=True)
@@ -88,28 +95,28 @@ class Runtime:
 
     @classmethod
     def open(
-        cls,
-        engine: EngineSpec,
-        device: str = "auto",
-        providers: Sequence[str] | None = None,
-        *,
-        threads: int | None = None,
-        seed: int = 0,
+        cls, engine: EngineSpec, backend: str | None = None, device: str = "auto", **backend_options: Any
     ) -> Runtime:
-        """Open ``engine``.
+        """Open ``engine`` with ``backend`` (default: the first registered backend that accepts it).
 
-        ``device``: ``auto`` (CUDA when torch sees a GPU and the backend can use it, else CPU),
+        ``device``: ``auto`` (a GPU when one is usable and the backend can use it, else the CPU),
         ``cpu``, ``cuda`` or ``cuda:N``; a requested GPU that cannot be used is an error, never a
-        silent CPU run. ``providers``: ONNX Runtime execution providers, in order (overrides
-        ``device``). ``threads``: intra-op threads (ONNX Runtime session; process-wide for torch).
-        ``seed``: the built-in default weights' seed for ``"torch"``.
+        silent CPU run. ``backend_options``: what the backend declares (``Backend.options``; for
+        example ``threads`` for torch, ONNX Runtime and OpenVINO, ``providers`` for ONNX Runtime,
+        ``seed`` for the torch engine's built-in weights); another option is an error.
         """
-        backend = backend_for(engine)
-        if isinstance(engine, str | os.PathLike) and engine != TORCH_ENGINE and not Path(engine).is_file():
+        chosen = backend_for(engine, backend)
+        options = check_options(chosen, backend_options)
+        check_device(chosen, device)
+        if (
+            isinstance(engine, str | os.PathLike)
+            and Path(engine).suffix.lower() in chosen.suffixes
+            and not Path(engine).is_file()
+        ):
             raise SmatError(f"engine not found: {engine}")
-        if (reason := backend.unavailable_reason()) is not None:
+        if (reason := chosen.unavailable_reason()) is not None:
             raise SmatError(reason)
-        return cls(backend.open(engine, device=device, providers=providers, threads=threads, seed=seed))
+        return cls(chosen.open(engine, device=device, **options))
 
     def __call__(self, image: object, prompt: object = None, state: object = None) -> Array:
         prepared = prepare_inputs(image, prompt, state)

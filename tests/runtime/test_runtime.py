@@ -1,16 +1,18 @@
-"""``Runtime`` on a tiny contract model: input forms, output forms, validation, contract checks, threads."""
+"""``Runtime`` on a tiny contract model with ONNX Runtime: input forms, output forms, validation, info.
+
+What every backend must do (contract checks of a model file, size limits, threads, options, devices) is in
+test_backend_contract.py, run over the whole registry.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from multiprocessing.pool import ThreadPool
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto
 
 from smat_deploy import SmatError
 from smat_deploy import prompts as P
@@ -118,33 +120,6 @@ def test_bad_inputs_raise_one_line_errors(tiny_onnx, image, prompt, state, messa
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"names": ("img", "prompt", "state", "alpha")}, "missing input image; unexpected input img"),
-        ({"names": ("image", "prompt", "state", "matte")}, "missing output alpha; unexpected output matte"),
-        ({"image_type": TensorProto.DOUBLE}, "image is float64, expected float32"),
-        ({"state_rank": 1}, "state has rank 1, expected 2"),
-        ({"extra_output": True}, "unexpected output grey_out"),
-    ],
-)
-def test_models_that_break_the_contract_are_refused_naming_the_mismatch(tmp_path, kwargs, message, tiny_onnx_factory):
-    path = tiny_onnx_factory(tmp_path / "broken.onnx", **kwargs)
-    with pytest.raises(SmatError) as caught:
-        Runtime.open(path)
-    assert "does not match the SMat contract" in str(caught.value) and message in str(caught.value)
-
-
-def test_a_fixed_size_model_refuses_other_sizes_before_running(tmp_path, tiny_onnx_factory):
-    runtime = Runtime.open(tiny_onnx_factory(tmp_path / "fixed.onnx", size=(28, 28), batch=1))
-    assert runtime.info.limits == {"batch": [1, 1], "height": [28, 28], "width": [28, 28]}
-    assert runtime(np.zeros((28, 28, 3), np.uint8)).shape == (28, 28)
-    with pytest.raises(SmatError, match=r"height 42 is outside what .*fixed\.onnx accepts: exactly 28"):
-        runtime(np.zeros((42, 28, 3), np.uint8))
-    with pytest.raises(SmatError, match="batch 2 is outside"):
-        runtime(np.zeros((2, 3, 28, 28), np.float32))
-
-
 def test_opening_bad_files_gives_one_line_errors(tmp_path, tiny_onnx_factory):
     (tmp_path / "model.bin").write_bytes(b"123")
     (tmp_path / "garbage.onnx").write_bytes(b"not a protobuf")
@@ -204,20 +179,6 @@ def test_auto_device_always_finds_somewhere_to_run(tiny_onnx):
     runtime = Runtime.open(tiny_onnx, device="auto")
     assert runtime.info.providers[-1] == "CPUExecutionProvider"
     assert runtime(PHOTO).shape == (30, 41)
-
-
-def test_concurrent_calls_from_a_thread_pool_equal_serial_calls(tiny_onnx):
-    runtime = Runtime.open(tiny_onnx)
-    rng = np.random.default_rng(3)
-    jobs = [
-        ((rng.random((2, 3, 16 + i, 20)) * (i % 2 + 1) / 2).astype(np.float32), [[P.Point(3, 3, 1)], []])
-        for i in range(12)
-    ]
-    serial = [runtime(image, prompt) for image, prompt in jobs]
-    with ThreadPool(4) as pool:
-        parallel = pool.starmap(runtime, jobs)
-    for one, other in zip(serial, parallel, strict=True):
-        np.testing.assert_array_equal(one, other)
 
 
 def test_tensorrt_engines_report_a_missing_package_in_one_line(tmp_path):

@@ -8,7 +8,6 @@ be checked on a size that fits in memory.
 from __future__ import annotations
 
 import json
-from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
@@ -94,16 +93,6 @@ def test_sizes_outside_the_profile_are_refused_before_running(trt_runtime):
         trt_runtime(np.zeros((600, 300, 3), np.uint8))
     with pytest.raises(SmatError, match="batch 3 is outside"):
         trt_runtime(np.zeros((3, 3, 64, 64), np.float32))
-
-
-def test_thread_pool_calls_equal_serial_calls(trt_runtime):
-    rng = np.random.default_rng(2)
-    jobs = [((rng.random((1, 3, 56 + 14 * (i % 3), 70)) * 0.9).astype(np.float32), None) for i in range(6)]
-    serial = [trt_runtime(image, prompt) for image, prompt in jobs]
-    with ThreadPool(3) as pool:
-        parallel = pool.starmap(trt_runtime, jobs)
-    for one, other in zip(serial, parallel, strict=True):
-        np.testing.assert_array_equal(one, other)
 
 
 def test_an_engine_that_breaks_the_contract_is_refused(tmp_path, tiny_onnx_factory):

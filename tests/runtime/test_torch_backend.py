@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from multiprocessing.pool import ThreadPool
 
 import numpy as np
 import pytest
 import torch
 
-from smat_deploy import SmatError
 from smat_deploy import prompts as P
-from smat_deploy.matting import predict_alpha
-from smat_deploy.model import save_checkpoint
+from smat_deploy.model import predict_alpha, save_checkpoint
 from smat_deploy.runtime import Runtime
 
 RNG = np.random.default_rng(11)
@@ -59,24 +56,3 @@ def test_checkpoint_runtime_equals_the_module_and_reports_itself(reference, vary
     assert info["backend"] == "torch" and info["precision"] == "float32" and info["device"] == "cpu"
     assert info["providers"] == ["torch-cpu"] and info["weights"] == str(checkpoint)
     assert info["inputs"][0] == {"name": "image", "dtype": "float32", "shape": ["batch", 3, "height", "width"]}
-
-
-def test_torch_engine_options_that_do_not_apply_are_errors(varying_model):
-    with pytest.raises(SmatError, match="takes device= only"):
-        Runtime.open(varying_model, providers=["CPUExecutionProvider"])
-    if not torch.cuda.is_available():
-        with pytest.raises(SmatError, match="no CUDA GPU is visible"):
-            Runtime.open(varying_model, device="cuda")
-
-
-def test_thread_pool_calls_equal_serial_calls(reference):
-    rng = np.random.default_rng(5)
-    jobs = [
-        (rng.random((1, 3, 28 + 7 * (i % 3), 42)).astype(np.float32), [P.Point(10, 10, 4)] if i % 2 else None)
-        for i in range(6)
-    ]
-    serial = [reference(image, prompt) for image, prompt in jobs]
-    with ThreadPool(3) as pool:
-        parallel = pool.starmap(reference, jobs)
-    for one, other in zip(serial, parallel, strict=True):
-        np.testing.assert_array_equal(one, other)
