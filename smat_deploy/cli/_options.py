@@ -1,4 +1,8 @@
-"""Option groups shared by several commands (prompt options, checkpoint, engine and device)."""
+"""Option groups shared by several commands (prompt options, checkpoint, engine, backend and device).
+
+:func:`open_engine` is the one place the command line opens a :class:`~smat_deploy.runtime.Runtime`.
+Nothing here imports PyTorch: the torch engine loads it when it opens.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import typer
 
 from smat_deploy import prompts as P
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime import Runtime
+from smat_deploy.runtime import BACKENDS, Runtime, backend_for
+from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
 CheckpointOption = Annotated[
     Path | None,
@@ -31,8 +36,28 @@ EngineOption = Annotated[
         "--engine",
         "-e",
         help="'torch' (the PyTorch reference with --checkpoint; the default), a .pth/.pt checkpoint, "
-        "an .onnx model (ONNX Runtime) or a .plan engine (TensorRT).",
+        "an .onnx model (ONNX Runtime, or OpenVINO with --backend openvino) or a .plan engine (TensorRT).",
     ),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help=f"Backend that opens the engine: {', '.join(BACKENDS)} (default: by file type). See smat-deploy backends.",
+    ),
+]
+BackendOptionsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--backend-option",
+        metavar="KEY=VALUE",
+        help="An option of the engine's backend, e.g. providers=CPUExecutionProvider or hint=latency "
+        "(smat-deploy backends lists each backend's options). Repeatable.",
+    ),
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(help="Intra-op threads (the backend option threads; default: the backend's own, one per core)."),
 ]
 PromptFileOption = Annotated[
     Path | None, typer.Option("--prompt", help='JSON prompt file: a list of {"type": point|box|scribble|mask, ...}.')
@@ -71,14 +96,60 @@ def collect_prompts(
     return found
 
 
-def open_engine(
-    engine: str | None, checkpoint: Path | None, seed: int, device: str, threads: int | None = None
-) -> Runtime:
-    """``--engine`` with ``--checkpoint``: the checkpoint belongs to the torch engine; other engines carry weights."""
-    if engine is None or engine == "torch":
-        return Runtime.open(
-            checkpoint if checkpoint is not None else "torch", device=device, seed=seed, threads=threads
-        )
+def parse_backend_options(texts: list[str] | None) -> dict[str, str]:
+    """``["threads=4", "providers=A,B"]`` -> ``{"threads": "4", "providers": "A,B"}``; the backend parses values."""
+    options: dict[str, str] = {}
+    for text in texts or []:
+        key, equals, value = text.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise SmatError(f"--backend-option must be KEY=VALUE (e.g. threads=4), got {text!r}")
+        if key in options:
+            raise SmatError(f"--backend-option {key} is given twice")
+        options[key] = value.strip()
+    return options
+
+
+def backend_options_with_threads(threads: int | None, backend_options: list[str] | None) -> dict[str, object]:
+    """``--backend-option`` values plus ``--threads`` as the backend option ``threads``."""
+    if threads is not None and threads < 1:
+        raise SmatError("--threads must be at least 1")
+    options: dict[str, object] = dict(parse_backend_options(backend_options))
+    if threads is not None:
+        if "threads" in options:
+            raise SmatError("give --threads or --backend-option threads=N, not both")
+        options["threads"] = threads
+    return options
+
+
+def engine_target(engine: str | None, checkpoint: Path | None) -> str:
+    """What ``--engine`` and ``--checkpoint`` name together: the checkpoint belongs to the torch engine."""
+    if engine is None or engine == TORCH_ENGINE:
+        return str(checkpoint) if checkpoint is not None else TORCH_ENGINE
     if checkpoint is not None:
         raise SmatError(f"--checkpoint is for the torch engine; {engine} carries its own weights")
-    return Runtime.open(engine, device=device, threads=threads)
+    return engine
+
+
+def open_engine(
+    engine: str | None,
+    checkpoint: Path | None,
+    seed: int,
+    device: str,
+    threads: int | None = None,
+    backend: str | None = None,
+    backend_options: list[str] | None = None,
+) -> Runtime:
+    """Open ``--engine`` (with ``--checkpoint``) on ``--backend`` with its ``--backend-option`` values.
+
+    ``--seed`` goes to a backend that declares a ``seed`` option (the torch engine's built-in
+    weights) and nowhere else; ``--threads`` is the backend option ``threads``. An unknown
+    backend, one that cannot open the engine, an option it does not take or a missing package is
+    one :class:`SmatError` line.
+    """
+    options = backend_options_with_threads(threads, backend_options)
+    target = engine_target(engine, checkpoint)
+    chosen = backend_for(target, backend)
+    if "seed" in chosen.options:
+        options.setdefault("seed", seed)
+    return Runtime.open(target, backend=chosen.name, device=device, **options)

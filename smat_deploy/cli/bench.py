@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from smat_deploy.cli._options import CheckpointOption, DeviceOption, SeedOption
+from smat_deploy.cli._options import (
+    BackendOptionsOption,
+    CheckpointOption,
+    DeviceOption,
+    SeedOption,
+    ThreadsOption,
+    parse_backend_options,
+)
+from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
-from smat_deploy.cli.app import app
-from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.bench import BenchConfig, parse_batches, parse_sizes, run_bench
-from smat_deploy.evaluation.bench_report import format_report, write_plot
-from smat_deploy.evaluation.machine import DEFAULT_MATMUL_SIZE
+from smat_deploy.cli._shapes import parse_batches, parse_image_sizes
+from smat_deploy.errors import CheckFailed, SmatError
+from smat_deploy.evaluation.bench.machine import DEFAULT_MATMUL_SIZE
+from smat_deploy.evaluation.bench.report import format_report, write_plot
+from smat_deploy.evaluation.bench.runner import BenchConfig, Size, run_bench
+from smat_deploy.runtime import BACKENDS
 
-BENCH_EPILOG = """Examples:
+EPILOG = """Examples:
 
   smat-deploy bench --engine torch --engine export/smat.onnx
 
-  smat-deploy bench --engine export/smat.onnx --sizes 518x518,1024x768,1560x1040 --plot sweep.png
+  smat-deploy bench --engine export/smat.onnx --sizes 518,1024x768,1560x1040 --plot sweep.png
 
   smat-deploy bench --engine export/smat.onnx --engine export/smat_int8.onnx --batch 1,4 --json
 
+  smat-deploy bench --engine export/smat.onnx --backend onnxruntime --backend openvino
+
 Exit status: 0 when every engine that is available here ran; 1 when any engine failed while opening
-or running (its row says why; the others still ran). Engines whose backend is missing (TensorRT
-without the tensorrt package or a GPU) are listed as unavailable and do not fail the run.
+or running (its row says why; the others still ran); 2 on bad input. Engines whose backend is missing
+(TensorRT without the tensorrt package or a GPU) are listed as unavailable and do not fail the run.
 """
 
 
-@app.command("bench", epilog=BENCH_EPILOG)
 def bench_command(
     engine: Annotated[
         list[str],
@@ -41,19 +50,23 @@ def bench_command(
             "Repeatable; the first is the baseline of the speedup column.",
         ),
     ],
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            help=f"Run every engine with each of these backends that opens it ({', '.join(BACKENDS)}). "
+            "Repeatable; default: each engine's own backend by file type.",
+        ),
+    ] = None,
+    backend_option: BackendOptionsOption = None,
     sizes: Annotated[
-        str, typer.Option(help="Image sizes WIDTHxHEIGHT, comma-separated; two or more make a sweep.")
+        str,
+        typer.Option(help="Image sizes WIDTHxHEIGHT (N for NxN), comma-separated; two or more make a sweep."),
     ] = "518x518",
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing, per engine and size.")] = 1,
     iters: Annotated[int, typer.Option(help="Timed calls per engine and size.")] = 5,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            help="Intra-op threads for every engine and for the matmul ceiling "
-            "(default: the libraries' own, one per core)."
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     device: DeviceOption = "auto",
     checkpoint: CheckpointOption = None,
     seed: SeedOption = 0,
@@ -69,10 +82,15 @@ def bench_command(
     ] = False,
 ) -> None:
     """Benchmark engines side by side: latency p50/p90/p99, images/s, peak memory, accuracy vs the reference."""
+    if threads is not None and threads < 1:
+        raise SmatError("--threads must be at least 1")
+    options = parse_backend_options(backend_option)
+    if threads is not None and "threads" in options:
+        raise SmatError("give --threads or --backend-option threads=N, not both")
     config = BenchConfig(
         engines=engine,
-        sizes=parse_sizes(sizes),
-        batches=parse_batches(batch),
+        sizes=[Size(size.width, size.height) for size in parse_image_sizes(sizes, "--sizes")],
+        batches=list(dict.fromkeys(parse_batches(batch, "--batch"))),
         warmup=warmup,
         iters=iters,
         threads=threads,
@@ -80,9 +98,9 @@ def bench_command(
         checkpoint=checkpoint,
         seed=seed,
         matmul_size=matmul_size,
+        backends=list(dict.fromkeys(backend)) if backend else None,
+        backend_options=options,
     )
-    if threads is not None and threads < 1:
-        raise SmatError("--threads must be at least 1")
     if matmul_size < 64:
         raise SmatError("--matmul-size must be at least 64")
     sweep = len(config.sizes) > 1 and not no_plot
@@ -94,8 +112,10 @@ def bench_command(
         report = run_bench(config, progress)
     if sweep:
         report.plot = str(write_plot(report, plot))
-    typer.echo(json.dumps(report.as_dict(), indent=2) if json_output else format_report(report))
+    if json_output:
+        print_json("bench", report.as_dict())
+    else:
+        typer.echo(format_report(report))
     if failed := report.failed:
         names = ", ".join(sorted({row["engine"] for row in failed}))
-        typer.echo(f"error: {len(failed)} run(s) failed ({names}); see the status column", err=True)
-        raise typer.Exit(1)
+        raise CheckFailed(f"{len(failed)} run(s) failed ({names}); see the status column")

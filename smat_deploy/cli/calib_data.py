@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from tqdm import tqdm
 
-from smat_deploy.cli.app import app
-from smat_deploy.engines.calibration import DEFAULT_SIZE, DEFAULT_SYNTHETIC, PROMPT_KINDS, build_calibration_set
+from smat_deploy.cli._output import print_json
+from smat_deploy.cli._shapes import parse_image_size
+from smat_deploy.data.calibration import DEFAULT_SIZE, DEFAULT_SYNTHETIC, PROMPT_KINDS, build_calibration_set
 
 EPILOG = """Examples:
 
   smat-deploy calib-data                        # 1 synthetic composite + 4 built-in photos, x 5 prompt kinds
 
-  smat-deploy calib-data --synthetic 8 --from my_photos/ --seed 1
+  smat-deploy calib-data --synthetic 8 --from my_photos/ --seed 1 -o my_calib/ --size 448
 
   smat-deploy calib-data --synthetic 2 --no-builtin-photos   # composites only
 
@@ -26,7 +26,6 @@ composites do not, so INT8 calibrated without them clips on real photos.
 """
 
 
-@app.command("calib-data", epilog=EPILOG)
 def calib_data(
     synthetic: Annotated[
         int | None, typer.Option(help=f"Synthetic composites to generate (default {DEFAULT_SYNTHETIC} without --from).")
@@ -39,19 +38,22 @@ def calib_data(
             help="Add the 4 real photos bundled with scikit-image (astronaut, chelsea, coffee, rocket).",
         ),
     ] = True,
-    out: Annotated[Path, typer.Option(help="Calibration folder to (re)write.")] = Path("calib_data"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Calibration folder to (re)write.")] = Path(
+        "calib_data"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic composites.")] = 0,
-    size: Annotated[int, typer.Option(help="Side of the square calibration images, px.")] = DEFAULT_SIZE,
+    size: Annotated[str, typer.Option(help="Size of the square calibration images: N (or NxN).")] = str(DEFAULT_SIZE),
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
     """Build a calibration set: images x every prompt kind (none, point, box, scribble, mask) + tensors."""
+    side = parse_image_size(size, "--size", square=True).width
     count = synthetic if synthetic is not None else (0 if from_dir is not None else DEFAULT_SYNTHETIC)
     calibration = build_calibration_set(
-        out,
+        output,
         synthetic=count,
         from_dir=from_dir,
         seed=seed,
-        size=size,
+        size=side,
         builtin_photos=builtin_photos,
         progress=lambda items: tqdm(items, desc="calibration images", unit="img", disable=json_output),
     )
@@ -67,10 +69,10 @@ def calib_data(
         "tensors": str(calibration.directory / "calib.npz"),
     }
     if json_output:
-        typer.echo(json.dumps(summary))
+        print_json("calib-data", summary)
     else:
         typer.echo(
             f"wrote {summary['samples']} samples ({summary['images']} images: {summary['synthetic']} synthetic, "
-            f"{summary['photos']} photos; x {len(PROMPT_KINDS)} prompt kinds, {size}x{size}) "
+            f"{summary['photos']} photos; x {len(PROMPT_KINDS)} prompt kinds, {side}x{side}) "
             f"to {calibration.directory}: index.json, images/, alphas/, calib.npz"
         )

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from smat_deploy._files import prepare_folder
+from smat_deploy.apps.demo import DemoConfig, parse_precisions, run_demo, summary_text
+from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
-from smat_deploy.cli.app import app
-from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.demo import DemoConfig, parse_precisions, run_demo, summary_text
+from smat_deploy.cli._shapes import parse_image_size
+from smat_deploy.errors import CheckFailed, SmatError
 
-DEMO_EPILOG = """Examples:
+EPILOG = """Examples:
 
   smat-deploy demo                                   # demo weights; float32 + fp16 + int8; demo_out/report.md
 
-  smat-deploy demo -c smat.pth --precisions none --out report/
+  smat-deploy demo -c smat.pth --precisions none -o report/
 
   smat-deploy demo --reuse --iters 5                 # keep export/ artifacts made from the same weights
 
@@ -46,11 +46,10 @@ DemoCheckpointOption = Annotated[
 ]
 
 
-@app.command(epilog=DEMO_EPILOG)
 def demo(
-    out: Annotated[Path, typer.Option(help="Report folder: report.md, report.json and the pictures.")] = Path(
-        "demo_out"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Report folder: report.md, report.json and the pictures.")
+    ] = Path("demo_out"),
     checkpoint: DemoCheckpointOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the demo photo and of generated composites.")] = 0,
     precisions: Annotated[
@@ -67,7 +66,7 @@ def demo(
     calib: Annotated[Path, typer.Option(help="Calibration set for fp16/int8; built with defaults if empty.")] = Path(
         "calib_data"
     ),
-    size: Annotated[int, typer.Option(help="Square image side for bench.")] = 518,
+    size: Annotated[str, typer.Option(help="Image size for bench: N (or NxN; square).")] = "518",
     iters: Annotated[int, typer.Option(help="Timed bench calls per engine.")] = 3,
     reuse: Annotated[
         bool,
@@ -86,17 +85,18 @@ def demo(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of text.")] = False,
 ) -> None:
     """Export, make fp16/int8 variants, compare every engine with the reference, bench, and write a report."""
-    if size < 14 or iters < 1 or parity_limit < 1:
-        raise SmatError("--size must be at least 14, and --iters and --parity-limit at least 1")
+    side = parse_image_size(size, "--size", square=True).width
+    if iters < 1 or parity_limit < 1:
+        raise SmatError("--iters and --parity-limit must be at least 1")
     config = DemoConfig(
-        out=prepare_folder(out, "output"),
+        out=prepare_folder(output, "output"),
         checkpoint=checkpoint,
         seed=seed,
         export_dir=export_dir,
         engines_dir=engines_dir,
         calib=calib,
         precisions=parse_precisions(precisions),
-        bench_size=size,
+        bench_size=side,
         iters=iters,
         reuse=reuse,
         parity_data=parity_data,
@@ -105,7 +105,7 @@ def demo(
     with progress_bars("bench", "call") as progress:
         report = run_demo(config, log=lambda message: typer.echo(message, err=True), progress=progress)
     if json_output:
-        typer.echo(json.dumps(report.as_dict(), default=str))
+        print_json("demo", report.as_dict())
     else:
         typer.echo(f"weights: {report.weights}")
         typer.echo(summary_text(report))
@@ -113,5 +113,4 @@ def demo(
             typer.echo(note)
         typer.echo(f"report: {report.report_path}")
     if failures := report.parity_failures:
-        typer.echo(f"error: parity failed for {len(failures)} engine(s): {' | '.join(failures)}", err=True)
-        raise typer.Exit(1)
+        raise CheckFailed(f"parity failed for {len(failures)} engine(s): {' | '.join(failures)}")

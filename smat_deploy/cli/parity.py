@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,12 +9,20 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from smat_deploy.cli._options import CheckpointOption, DeviceOption, SeedOption
+from smat_deploy.cli._options import (
+    BackendOption,
+    BackendOptionsOption,
+    CheckpointOption,
+    DeviceOption,
+    SeedOption,
+    backend_options_with_threads,
+)
+from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
-from smat_deploy.cli.app import app
-from smat_deploy.errors import SmatError
-from smat_deploy.evaluation.parity_data import DEFAULT_MAX_SIZE, PROMPT_KINDS
-from smat_deploy.evaluation.parity_report import (
+from smat_deploy.contract import MIN_SIDE
+from smat_deploy.data.parity_sets import DEFAULT_MAX_SIZE, PROMPT_KINDS
+from smat_deploy.errors import CheckFailed, SmatError
+from smat_deploy.evaluation.parity.report import (
     DEFAULT_OUT,
     DEFAULT_WORST,
     TOLERANCES,
@@ -23,15 +30,17 @@ from smat_deploy.evaluation.parity_report import (
     run_parity_check,
 )
 
-_DEFAULTS = ", ".join(f"{name} {high:g}/{mean:g}" for name, (high, mean) in TOLERANCES.items() if name != "float16")
+_DEFAULTS = ", ".join(f"{name} {high:g}/{mean:g}" for name, (high, mean) in TOLERANCES.items())
 
-PARITY_EPILOG = f"""Examples:
+EPILOG = f"""Examples:
 
   smat-deploy parity --engine export/smat.onnx
 
   smat-deploy parity --engine export/smat_fp16.onnx --data calib_data/ --prompts none,point,box
 
-  smat-deploy parity --engine engines/smat_int8.plan --data my_photos/ --max-size 1024 --limit 20 --json
+  smat-deploy parity --engine engines/smat_int8.plan --data my_photos/ --max-side 1024 --limit 20 --json
+
+  smat-deploy parity --engine export/smat.onnx --backend openvino -o parity_openvino/
 
 Data: --data is a calibration set (index.json) or a photo folder (image/ + alpha/ with matching stems, \
 or photos with their alpha beside them named NAME_alpha / NAME_truth / alpha_NAME). Without --data: \
@@ -48,7 +57,6 @@ SMat contract, an image larger than the engine accepts, a bad option), or some i
 """
 
 
-@app.command("parity", epilog=PARITY_EPILOG)
 def parity_command(
     engine: Annotated[
         str,
@@ -79,22 +87,28 @@ def parity_command(
     checkpoint: CheckpointOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
-    max_size: Annotated[
+    max_side: Annotated[
         int, typer.Option(help="Scale images down so the long side is at most this; 0 keeps the full size.")
     ] = DEFAULT_MAX_SIZE,
     limit: Annotated[int | None, typer.Option(help="Use at most this many images (those with an alpha first).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the heatmaps and parity.json.")] = DEFAULT_OUT,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the heatmaps and parity.json.")
+    ] = DEFAULT_OUT,
     worst: Annotated[int, typer.Option(help="Heatmaps of this many worst samples (largest max |diff|); 0: none.")] = (
         DEFAULT_WORST
     ),
     threads: Annotated[int | None, typer.Option(help="Intra-op threads of both engines.")] = None,
+    backend: BackendOption = None,
+    backend_option: BackendOptionsOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
 ) -> None:
     """Check an engine against the PyTorch reference per prompt kind; non-zero exit when a tolerance is exceeded."""
-    if max_size < 0:
-        raise SmatError(f"--max-size must be 0 (full size) or at least 14, got {max_size}")
-    if threads is not None and threads < 1:
-        raise SmatError("--threads must be at least 1")
+    if max_side != 0 and max_side < MIN_SIDE:
+        raise SmatError(f"--max-side must be 0 (full size) or at least {MIN_SIDE}, got {max_side}")
+    if output.exists() and not output.is_dir():
+        raise SmatError(f"--output must be a folder, but {output} is a file")
+    options = backend_options_with_threads(threads, backend_option)
+    options.pop("threads", None)  # run_parity_check gives --threads to both engines itself
 
     def on_skip(item: str, reason: str) -> None:
         tqdm.write(f"warning: skipped {item}: {reason}", file=sys.stderr)
@@ -110,17 +124,21 @@ def parity_command(
             threads=threads,
             tolerance=tolerance,
             mean_tolerance=mean_tolerance,
-            max_size=max_size or None,
+            max_size=max_side or None,
             limit=limit,
-            out_dir=out,
+            out_dir=output,
             worst=worst,
             progress=progress,
             on_skip=on_skip,
+            backend=backend,
+            backend_options=options,
         )
-    typer.echo(json.dumps(result.as_dict(), indent=2) if json_output else format_parity_report(result))
+    if json_output:
+        print_json("parity", result.as_dict())
+    else:
+        typer.echo(format_parity_report(result))
     if not result.passed:
-        typer.echo(f"error: parity failed ({engine}): {'; '.join(result.failures)}", err=True)
-        raise typer.Exit(1)
+        raise CheckFailed(f"parity failed ({engine}): {'; '.join(result.failures)}")
     if result.skipped:
         total = result.data.images + len(result.data.skipped)
         raise SmatError(f"{len(result.skipped)} input(s) were skipped (of {total} images; see the warnings above)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,8 @@ import typer
 from tqdm import tqdm
 
 from smat_deploy._table import format_table
-from smat_deploy.cli.app import app
+from smat_deploy.cli._output import print_json
+from smat_deploy.cli._shapes import parse_image_size
 from smat_deploy.evaluation.precision import benchmark_precisions
 
 EPILOG = """Example (after smat-deploy export --fp16 --int8):
@@ -20,10 +20,9 @@ EPILOG = """Example (after smat-deploy export --fp16 --int8):
 """
 
 
-@app.command(epilog=EPILOG)
 def precision(
     export_dir: Annotated[Path, typer.Option(help="Folder holding smat.onnx and its variants.")] = Path("export"),
-    size: Annotated[int, typer.Option(help="Square image side for timing and accuracy, px.")] = 518,
+    size: Annotated[str, typer.Option(help="Image size for timing and accuracy: N (or NxN; square).")] = "518",
     iters: Annotated[int, typer.Option(help="Timed rounds (each runs every model once, interleaved).")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed rounds first.")] = 1,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads (default: all cores).")] = None,
@@ -31,9 +30,10 @@ def precision(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
 ) -> None:
     """Sizes, preparation times, ms/image and accuracy vs float32 of float32 and its variants (cpu, fp16, int8)."""
+    side = parse_image_size(size, "--size", square=True).width
     rows = benchmark_precisions(
         export_dir,
-        size=size,
+        size=side,
         iters=iters,
         warmup=warmup,
         threads=threads,
@@ -41,9 +41,9 @@ def precision(
         progress=lambda r: tqdm(r, desc="timing rounds", disable=json_output),
     )
     if json_output:
-        typer.echo(json.dumps({"size": size, "iters": iters, "cores": os.cpu_count(), "rows": rows}))
+        print_json("precision", {"size": f"{side}x{side}", "iters": iters, "cores": os.cpu_count(), "rows": rows})
         return
     typer.echo(
-        f"ONNX Runtime CPU, {size}x{size}, batch 1, median of {iters} interleaved rounds, {os.cpu_count()} cores"
+        f"ONNX Runtime CPU, {side}x{side}, batch 1, median of {iters} interleaved rounds, {os.cpu_count()} cores"
     )
     typer.echo(format_table(rows))

@@ -22,17 +22,6 @@ from smat_deploy.errors import SmatError
 PROTOCOLS = ("http", "grpc")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``WIDTHxHEIGHT`` -> ``(width, height)``."""
-    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
-    if not match:
-        raise SmatError(f"--size must be WIDTHxHEIGHT (e.g. 224x224), got {text!r}")
-    width, height = int(match.group(1)), int(match.group(2))
-    if min(width, height) < 14:
-        raise SmatError(f"--size {width}x{height}: both sides must be at least 14")
-    return width, height
-
-
 def split_url(url: str, protocol: str | None) -> tuple[str, str]:
     """``("host:port", protocol)`` from ``host:port``, ``http://host:port`` or ``grpc://host:port``."""
     match = re.fullmatch(r"(?:(http|grpc)://)?([^/\s:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})/?", url.strip())
@@ -67,7 +56,7 @@ class LoadConfig:
         if self.warmup < 0:
             raise SmatError("--warmup cannot be negative")
         if self.timeout_s <= 0:
-            raise SmatError("--timeout must be positive")
+            raise SmatError("--timeout-s must be positive")
         split_url(self.url, self.protocol)
         return self
 

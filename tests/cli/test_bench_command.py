@@ -91,7 +91,7 @@ def test_overhead_sweep_and_plot(bench_run):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--sizes", "518"), "--sizes must be WIDTHxHEIGHT"),
+        (("--sizes", "518x"), "--sizes must be WIDTHxHEIGHT"),
         (("--sizes", "10x518"), "at least 14 pixels"),
         (("--batch", "0"), "--batch values must be at least 1"),
         (("--iters", "0"), "--iters must be at least 1"),

@@ -13,8 +13,8 @@ from PIL import Image
 from smat_deploy import __version__
 from smat_deploy._files import sha256_of
 from smat_deploy._table import markdown_table
-from smat_deploy.evaluation.demo import DemoConfig, DemoReport, _reusable, _source, parse_precisions, write_report
-from smat_deploy.evaluation.figures import prompt_overlay, save_heatmap
+from smat_deploy.apps.demo import DemoConfig, DemoReport, _reusable, _source, parse_precisions, write_report
+from smat_deploy.apps.figures import prompt_overlay, save_heatmap
 from smat_deploy.train import FinetuneConfig, demo_weights
 from smat_deploy.train.demo_weights import (
     CACHE_ENV,
@@ -45,7 +45,7 @@ def test_demo_on_its_demo_weights_reuses_a_matching_export_and_writes_a_complete
         shutil.copy(exported["dir"] / name, export_dir / name)
     before = sha256_of(export_dir / "smat.onnx")
     out = tmp_path / "report"
-    args = ["--out", out, "--export-dir", export_dir, "--precisions", "none", "--reuse", "--size", "70"]
+    args = ["--output", out, "--export-dir", export_dir, "--precisions", "none", "--reuse", "--size", "70"]
     result = run_cli("demo", *args, "--iters", "1", "--json")
     assert result.code == 0, result.stderr
     label = "fine-tuned 40 steps on synthetic composites, not a real SMat checkpoint"
@@ -159,13 +159,13 @@ def test_reuse_needs_the_same_file_weights_and_version(tmp_path):
 
 def test_precisions_parse_and_reject_unknown_names(run_cli, tmp_path):
     assert parse_precisions("cpu,fp16, int8") == ("cpu", "fp16", "int8") and parse_precisions("none") == ()
-    result = run_cli("demo", "--out", tmp_path / "o", "--precisions", "fp8")
+    result = run_cli("demo", "--output", tmp_path / "o", "--precisions", "fp8")
     assert result.code == 2 and result.stderr.strip() == (
         "error: --precisions: unknown 'fp8' (choose from cpu, fp16, int8, or none)"
     )
     assert not (tmp_path / "o" / "report.md").exists()
     (tmp_path / "file").write_text("x")
-    result = run_cli("demo", "--out", tmp_path / "file", "--precisions", "none")
+    result = run_cli("demo", "--output", tmp_path / "file", "--precisions", "none")
     assert result.code == 2 and "output folder is a file" in result.stderr
     assert (tmp_path / "file").read_text() == "x"
 

@@ -27,11 +27,11 @@ def test_opset_checkpoint_and_folder_errors(run_cli, tmp_path):
         (["-c", tmp_path / "garbage.pth"], "not a readable PyTorch checkpoint"),
         (["-c", tmp_path / "wrong.pth"], "does not match SMat"),
         (["-c", tmp_path / "missing.pth"], "checkpoint not found"),
-        (["--output-dir", tmp_path / "a_file"], "output folder is a file"),
-        (["--output-dir", tmp_path / "a_file" / "sub"], "cannot create output folder"),
+        (["--output", tmp_path / "a_file"], "output folder is a file"),
+        (["--output", tmp_path / "a_file" / "sub"], "cannot create output folder"),
     ]
     for args, message in cases:
-        assert message in _single_error_line(run_cli("export", "--output-dir", tmp_path / "out", *args))
+        assert message in _single_error_line(run_cli("export", "--output", tmp_path / "out", *args))
     assert not (tmp_path / "out" / "smat.onnx").exists()
 
 
@@ -46,7 +46,7 @@ def test_a_crash_mid_export_keeps_the_previous_model(run_cli, tmp_path, monkeypa
         raise RuntimeError("killed")
 
     monkeypatch.setattr(pipeline, "export_onnx", crash)
-    line = _single_error_line(run_cli("export", "--output-dir", out))
+    line = _single_error_line(run_cli("export", "--output", out))
     assert "RuntimeError" in line
     assert (out / "smat.onnx").read_bytes() == b"previous model"
     assert (out / "smat.json").read_text() == "{}"
@@ -56,15 +56,15 @@ def test_a_crash_mid_export_keeps_the_previous_model(run_cli, tmp_path, monkeypa
 def test_bad_calibration_folders_fail_before_the_export(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
     line = _single_error_line(
-        run_cli("export", "--int8", "--calib", tmp_path / "empty", "--output-dir", tmp_path / "out")
+        run_cli("export", "--int8", "--calib", tmp_path / "empty", "--output", tmp_path / "out")
     )
     assert "holds no calibration set" in line
     line = _single_error_line(
-        run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out")
+        run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output", tmp_path / "out")
     )
     assert "calibration folder not found" in line
     line = _single_error_line(
-        run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output-dir", tmp_path / "out")
+        run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output", tmp_path / "out")
     )
     assert "calibration folder not found" in line
     assert not (tmp_path / "out" / "smat.onnx").exists()
@@ -75,7 +75,7 @@ def test_a_terminated_export_keeps_the_old_files_and_leaves_no_temporary_file(tm
     out = tmp_path / "out"
     out.mkdir()
     (out / "smat.onnx").write_bytes(b"the previous model")
-    command = [sys.executable, "-m", "smat_deploy", "export", "--output-dir", str(out), "--no-check"]
+    command = [sys.executable, "-m", "smat_deploy", "export", "--output", str(out), "--no-check"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -102,7 +102,7 @@ def test_bad_int8_budgets_fail_before_any_work(run_cli, tmp_path):
         (["--holdout-photos", tmp_path / "missing"], "--holdout-photos: no such folder"),
     ]
     for args, message in cases:
-        result = run_cli("export", "--int8", "--output-dir", out, *args)
+        result = run_cli("export", "--int8", "--output", out, *args)
         assert result.code == 2
         assert message in _single_error_line(result)
     assert not out.exists()
@@ -112,18 +112,18 @@ def test_an_int8_file_over_its_budget_is_exit_1_with_one_line(run_cli, tmp_path,
     """A failed gate is "a check failed" (exit 1), not bad input (exit 2); the message is the gate's own line."""
     from types import SimpleNamespace
 
-    from smat_deploy.cli import export as export_command
-    from smat_deploy.engines.calibration import build_calibration_set
+    from smat_deploy.apps import export_job
+    from smat_deploy.data.calibration import build_calibration_set
     from smat_deploy.errors import CheckFailed
 
     calib = build_calibration_set(tmp_path / "calib", synthetic=1, size=28, builtin_photos=False).directory
-    monkeypatch.setattr(export_command, "export_float32", lambda **kwargs: SimpleNamespace(onnx_path=tmp_path / "x"))
+    monkeypatch.setattr(export_job, "export_float32", lambda **kwargs: SimpleNamespace(onnx_path=tmp_path / "x"))
 
     def over_budget(kind, *args, **kwargs):
         raise CheckFailed(f"smat_{kind}.onnx misses its budget: max |diff| 0.064 > 0.05 (1.3x); nothing was written")
 
-    monkeypatch.setattr(export_command, "make_variant", over_budget)
-    result = run_cli("export", "--int8", "--calib", calib, "--output-dir", tmp_path / "out")
+    monkeypatch.setattr(export_job, "make_variant", over_budget)
+    result = run_cli("export", "--int8", "--calib", calib, "--output", tmp_path / "out")
     assert result.code == 1
     assert _single_error_line(result) == (
         "error: smat_int8.onnx misses its budget: max |diff| 0.064 > 0.05 (1.3x); nothing was written"

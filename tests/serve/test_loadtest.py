@@ -8,7 +8,7 @@ import pytest
 from serve_helpers import free_ports
 
 from smat_deploy.errors import SmatError
-from smat_deploy.serve.loadtest import parse_size, split_url
+from smat_deploy.serve.loadtest import split_url
 
 
 @pytest.mark.parametrize("scheme", ["", "http://", "grpc://"])
@@ -44,20 +44,16 @@ def test_failed_requests_are_counted_and_fail_the_run(run_cli, tiny_server):
 
 def test_unreachable_server_and_unknown_model_are_one_line_errors(run_cli, tiny_server):
     (port,) = free_ports(1)
-    result = run_cli("loadtest", "--url", f"127.0.0.1:{port}", "--requests", "2", "--timeout", "5")
+    result = run_cli("loadtest", "--url", f"127.0.0.1:{port}", "--requests", "2", "--timeout-s", "5")
     assert result.code == 2 and result.stderr.startswith("error: no Triton server answers at")
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_cli("loadtest", "--url", tiny_server.http_url, "--model", "nope", "--requests", "1")
     assert result.code == 2 and "model 'nope'" in result.stderr
 
 
-def test_option_parsing():
-    assert parse_size("224x160") == (224, 160)
+def test_option_parsing():  # --size: tests/cli/test_shapes.py
     assert split_url("grpc://localhost:8001", None) == ("localhost:8001", "grpc")
     assert split_url("localhost:8000", "grpc") == ("localhost:8000", "grpc")
-    for bad in ("224", "10x300"):
-        with pytest.raises(SmatError, match="--size"):
-            parse_size(bad)
     for url, protocol, message in (("localhost", None, "HOST:PORT"), ("http://h:1", "grpc", "says http")):
         with pytest.raises(SmatError, match=message):
             split_url(url, protocol)

@@ -36,7 +36,7 @@ def check_against_engine(config: model_config_pb2.ModelConfig, engine, batched: 
 
 def test_dynamic_onnx_model(run_cli, tiny_onnx, tmp_path):
     repo = tmp_path / "model_repository"
-    result = run_cli("triton", "--engine", tiny_onnx, "--repo", repo, "--max-batch", "6", "--instances", "2", "--json")
+    result = run_cli("triton", "--engine", tiny_onnx, "-o", repo, "--max-batch", "6", "--instances", "2", "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     config = parse(repo / "smat" / "config.pbtxt")
@@ -57,14 +57,14 @@ def test_dynamic_onnx_model(run_cli, tiny_onnx, tmp_path):
 
 def test_fixed_size_and_fixed_batch_models(run_cli, tiny_onnx_factory, tmp_path):
     fixed_size = tiny_onnx_factory(tmp_path / "fixed_size.onnx", size=(32, 48))
-    assert run_cli("triton", "-e", fixed_size, "--repo", tmp_path / "r1", "--kind", "cpu").code == 0
+    assert run_cli("triton", "-e", fixed_size, "--output", tmp_path / "r1", "--kind", "cpu").code == 0
     config = parse(tmp_path / "r1" / "smat" / "config.pbtxt")
     check_against_engine(config, fixed_size, batched=True)
     assert list(config.input[0].dims) == [3, 32, 48]
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
 
     fixed_batch = tiny_onnx_factory(tmp_path / "fixed_batch.onnx", batch=2)
-    result = run_cli("triton", "-e", fixed_batch, "--repo", tmp_path / "r2", "--name", "smat_b2")
+    result = run_cli("triton", "-e", fixed_batch, "--output", tmp_path / "r2", "--name", "smat_b2")
     assert result.code == 0, result.stderr
     assert "fixed batch of 2" in result.stdout
     config = parse(tmp_path / "r2" / "smat_b2" / "config.pbtxt")
@@ -77,7 +77,7 @@ def test_fixed_size_and_fixed_batch_models(run_cli, tiny_onnx_factory, tmp_path)
 def test_the_exported_smat_model(run_cli, exported, tmp_path):
     """The real export: its contract, its sidecar and the generated config agree."""
     engine = exported["dir"] / "smat.onnx"
-    assert run_cli("triton", "-e", engine, "--repo", tmp_path / "repo").code == 0
+    assert run_cli("triton", "-e", engine, "--output", tmp_path / "repo").code == 0
     config = parse(tmp_path / "repo" / "smat" / "config.pbtxt")
     check_against_engine(config, engine, batched=True)
     assert (tmp_path / "repo" / "smat" / "1" / "model.onnx").stat().st_size == engine.stat().st_size
@@ -91,7 +91,7 @@ def test_external_data_is_copied(run_cli, tiny_onnx_factory, tmp_path):
     model.graph.initializer.append(numpy_helper.from_array(np.arange(4096, dtype=np.float32), "weights"))
     onnx.save(model, str(tmp_path / "src" / "ext.onnx"), save_as_external_data=True, size_threshold=1024,
               all_tensors_to_one_file=True, location="ext.onnx.data")  # fmt: skip
-    assert run_cli("triton", "-e", tmp_path / "src" / "ext.onnx", "--repo", tmp_path / "repo").code == 0
+    assert run_cli("triton", "-e", tmp_path / "src" / "ext.onnx", "--output", tmp_path / "repo").code == 0
     version = tmp_path / "repo" / "smat" / "1"
     assert (tmp_path / "src" / "ext.onnx.data").stat().st_size > 0
     assert (version / "ext.onnx.data").read_bytes() == (tmp_path / "src" / "ext.onnx.data").read_bytes()
@@ -108,7 +108,7 @@ def test_plan_without_tensorrt_uses_the_sidecar_profile(run_cli, tmp_path):
     plan.with_suffix(".json").write_text(
         json.dumps({"precision": "fp16", "profile": {"min": "1x14x14", "opt": "1x518x518", "max": "4x1568x1568"}})
     )
-    result = run_cli("triton", "-e", plan, "--repo", tmp_path / "repo", "--max-batch", "4", "--json")
+    result = run_cli("triton", "-e", plan, "--output", tmp_path / "repo", "--max-batch", "4", "--json")
     assert result.code == 0, result.stderr
     assert "sidecar smat_fp16.json" in json.loads(result.stdout)["io_from"]
     config = parse(tmp_path / "repo" / "smat" / "config.pbtxt")
@@ -116,12 +116,12 @@ def test_plan_without_tensorrt_uses_the_sidecar_profile(run_cli, tmp_path):
     assert {t.name: list(t.dims) for t in config.input} == {"image": [3, -1, -1], "prompt": [1, -1, -1], "state": [1]}
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert (tmp_path / "repo" / "smat" / "1" / "model.plan").read_bytes() == plan.read_bytes()
-    over = run_cli("triton", "-e", plan, "--repo", tmp_path / "repo", "--max-batch", "8")
+    over = run_cli("triton", "-e", plan, "--output", tmp_path / "repo", "--max-batch", "8")
     assert over.code == 2 and "--max-batch 8 is more than" in over.stderr and "1..4" in over.stderr
-    cpu = run_cli("triton", "-e", plan, "--repo", tmp_path / "repo", "--kind", "cpu")
+    cpu = run_cli("triton", "-e", plan, "--output", tmp_path / "repo", "--kind", "cpu")
     assert cpu.code == 2 and "GPU" in cpu.stderr
     plan.with_suffix(".json").unlink()
-    bare = run_cli("triton", "-e", plan, "--repo", tmp_path / "repo")
+    bare = run_cli("triton", "-e", plan, "--output", tmp_path / "repo")
     assert bare.code == 2 and "no sidecar JSON" in bare.stderr
 
 
@@ -140,7 +140,7 @@ def test_plan_without_tensorrt_uses_the_sidecar_profile(run_cli, tmp_path):
 )
 def test_bad_requests_are_one_line_errors(run_cli, tiny_onnx, tmp_path, args, message):
     engine_args = [] if "-e" in args else ["-e", str(tiny_onnx)]
-    result = run_cli("triton", *engine_args, *args, "--repo", tmp_path / "repo")
+    result = run_cli("triton", *engine_args, *args, "--output", tmp_path / "repo")
     assert result.code == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -149,7 +149,7 @@ def test_bad_requests_are_one_line_errors(run_cli, tiny_onnx, tmp_path, args, me
 
 def test_a_model_that_breaks_the_contract_is_refused(run_cli, tiny_onnx_factory, tmp_path):
     broken = tiny_onnx_factory(tmp_path / "broken.onnx", names=("img", "prompt", "state", "alpha"))
-    result = run_cli("triton", "-e", broken, "--repo", tmp_path / "repo")
+    result = run_cli("triton", "-e", broken, "--output", tmp_path / "repo")
     assert result.code == 2 and "does not match the SMat contract" in result.stderr
 
 

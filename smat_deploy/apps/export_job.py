@@ -1,0 +1,224 @@
+"""``smat-deploy export`` as one library call: the verified float32 export, then each requested precision variant.
+
+:func:`run_export` does the work in the order that fails cheapest first (the INT8 budget, the
+hold-out folder and the calibration set are checked before a minute goes into the export), and
+:class:`ExportResult` is what a person (:meth:`~ExportResult.summary_text`) or a script
+(:meth:`~ExportResult.as_dict`) reads afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smat_deploy._table import format_table
+from smat_deploy.data.calibration import (
+    DEFAULT_SYNTHETIC,
+    CalibrationSet,
+    build_calibration_set,
+    load_calibration_set,
+)
+from smat_deploy.data.parity_sets import shared_photos_dir
+from smat_deploy.engines.int8_budget import Budget, BudgetReport
+from smat_deploy.engines.variants import VariantReport, make_variant
+from smat_deploy.errors import SmatError
+from smat_deploy.export import DEFAULT_OPSET
+from smat_deploy.export.parity import DEFAULT_TOLERANCE
+from smat_deploy.export.pipeline import ExportReport, export_float32
+
+Log = Callable[[str], None]
+
+#: The calibration set used when none is named: built with the defaults when it is not there yet.
+DEFAULT_CALIBRATION_DIR = Path("calib_data")
+#: What each variant's accuracy against float32 was measured on (INT8: held-out composites).
+MEASURED_ON = {"float32_cpu": "calibration + sizes", "fp16": "calibration", "int8": "gate set", "int8_cpu": "gate set"}
+
+
+def variant_kinds(*, cpu: bool = False, fp16: bool = False, int8: bool = False) -> tuple[str, ...]:
+    """The variants the export flags ask for, in the order they are made (``--int8``: both INT8 files)."""
+    wanted = (("float32_cpu", cpu), ("fp16", fp16), ("int8", int8), ("int8_cpu", int8))
+    return tuple(kind for kind, want in wanted if want)
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything ``smat-deploy export`` is asked to do."""
+
+    checkpoint: Path | None = None
+    output_dir: Path = Path("export")
+    opset: int = DEFAULT_OPSET
+    check: bool = True
+    tolerance: float = DEFAULT_TOLERANCE
+    golden_dir: Path | None = None
+    seed: int = 0
+    #: Variants besides float32 (:func:`variant_kinds`).
+    variants: tuple[str, ...] = ()
+    #: Calibration set for the variants; None: ``calib_data/``, built with the defaults when empty.
+    calib: Path | None = None
+    engines_dir: Path = Path("engines")
+    budget: Budget = field(default_factory=Budget)
+    #: Extra held-out photos for the INT8 budget; None: the shared photos when present.
+    holdout_photos: Path | None = None
+
+
+@dataclass
+class ExportResult:
+    export: ExportReport
+    variants: list[VariantReport]
+    tolerance: float
+
+    def as_dict(self) -> dict:
+        report = self.export
+        return {
+            "variants": [
+                {
+                    "precision": v.kind,
+                    "onnx": str(v.path),
+                    "seconds": round(v.seconds, 1),
+                    "size_mb": round(v.size_bytes / 1e6, 1),
+                    "accuracy_vs_float32": v.accuracy,
+                    "engine": v.engine,
+                    "notes": v.notes,
+                    "int8_budget": None if v.budget is None else v.budget.as_dict(),
+                }
+                for v in self.variants
+            ],
+            "onnx": str(report.onnx_path),
+            "manifest": str(report.manifest_path),
+            "export_seconds": round(report.export_seconds, 2),
+            "size_mb": round(report.size_bytes / 1e6, 1),
+            "graph_checks_passed": all(c["passed"] for c in report.graph_checks),
+            "parity": None if report.parity is None else report.parity.as_dict(),
+            "golden": None if report.golden is None else [str(p) for p in report.golden],
+        }
+
+    def summary_text(self) -> str:
+        """The parity table, what was written, and one table of variants with each INT8 file's sensitivity report."""
+        report, lines = self.export, []
+        if report.parity is not None:
+            lines.append(format_table(report.parity.rows))
+        lines.append(
+            f"wrote {report.onnx_path} ({round(report.size_bytes / 1e6, 1)} MB, exported in "
+            f"{report.export_seconds:.1f}s) and {report.manifest_path}; {len(report.graph_checks)} graph checks passed"
+            + (
+                ""
+                if report.parity is None
+                else f"; parity max |diff| {report.parity.max_abs:.1e} <= {self.tolerance:g}"
+            )
+        )
+        if report.golden is not None:
+            lines.append(f"golden data: {report.golden[0]} and {report.golden[1]} (Polygraphy JSON)")
+        if self.variants:
+            lines.append(format_table([variant_row(v) for v in self.variants]))
+            for v in self.variants:
+                if v.budget is not None:
+                    lines.append(f"\n{v.path.name}: sensitivity report ({v.budget.measured_on})")
+                    lines.append(format_table(sensitivity_rows(v.budget)))
+                    lines.append(budget_summary(v.budget))
+            lines.extend(sorted({note for v in self.variants for note in v.notes}))
+        return "\n".join(lines)
+
+
+def variant_row(v: VariantReport) -> dict:
+    return {
+        "precision": v.kind,
+        "file": v.path.name,
+        "size_MB": round(v.size_bytes / 1e6, 1),
+        "made_in_s": round(v.seconds, 1),
+        "mean_abs": v.accuracy["mean_abs"],
+        "max_abs": v.accuracy["max_abs"],
+        "SAD": v.accuracy["SAD"],
+        "Grad": v.accuracy["Grad"],
+        "measured_on": f"{v.accuracy['samples']} {MEASURED_ON.get(v.kind, 'held-out')}",
+    }
+
+
+def sensitivity_rows(report: BudgetReport) -> list[dict]:
+    """One row per layer group, most sensitive first; the attention products last."""
+    base = report.sensitivity_base or report.all_int8
+    groups = sorted(report.groups, key=lambda g: g.gain(base, report.budget), reverse=True)
+    rows = [
+        {
+            "group": g.name,
+            "GFLOP": round(g.gflops, 2),
+            "precision": g.precision,
+            "mean_if_float": None if g.alone_in_float is None else g.alone_in_float.mean_abs,
+            "max_if_float": None if g.alone_in_float is None else g.alone_in_float.max_abs,
+            "sensitivity": round(g.gain(base, report.budget), 4) if g.alone_in_float is not None else None,
+            "why": g.why,
+        }
+        for g in groups
+    ]
+    attention = report.attention
+    rows.append(
+        {
+            "group": f"attention products ({attention['nodes']} nodes)",
+            "GFLOP": attention["gflops"],
+            "precision": attention["precision"],
+            "why": "activation x activation: not a weight layer",
+        }
+    )
+    return rows
+
+
+def budget_summary(report: BudgetReport) -> str:
+    final, budget = report.final, report.budget
+    floated = [step["group"] for step in report.steps]
+    return (
+        f"all int8: mean {report.all_int8.mean_abs:.2e}, max {report.all_int8.max_abs:.3f}; "
+        f"final: mean {final.mean_abs:.2e} <= {budget.mean_abs:g}, max {final.max_abs:.3f} <= {budget.max_abs:g} "
+        f"(worst: {final.worst}); returned to float: {', '.join(floated) or 'none'}; "
+        f"int8 share of weight FLOPs {report.int8_share:.1%} ({report.weight_gflops:.1f} GFLOP)"
+        + (
+            ""
+            if report.held_out is None
+            else f"; held-out samples alone ({report.held_out['samples']}): mean {report.held_out['mean_abs']:.2e}, "
+            f"max {report.held_out['max_abs']:.3f}"
+        )
+    )
+
+
+def calibration_set(calib: Path | None, log: Log) -> CalibrationSet:
+    """The calibration set to use: the one named, or ``calib_data/`` (built with the defaults when empty)."""
+    if calib is not None:
+        return load_calibration_set(calib)
+    if (DEFAULT_CALIBRATION_DIR / "index.json").is_file():
+        return load_calibration_set(DEFAULT_CALIBRATION_DIR)
+    log(f"no calibration set in {DEFAULT_CALIBRATION_DIR}/: building the default one (smat-deploy calib-data)")
+    return build_calibration_set(DEFAULT_CALIBRATION_DIR, synthetic=DEFAULT_SYNTHETIC)
+
+
+def run_export(job: ExportJob, log: Log = lambda message: None) -> ExportResult:
+    """Export float32 (graph checks, parity), then make each variant of ``job.variants`` beside it.
+
+    Bad input raises :class:`SmatError` before the export starts; a variant that misses its
+    accuracy gate raises :class:`~smat_deploy.errors.CheckFailed` (and is not written).
+    """
+    if job.holdout_photos is not None and not job.holdout_photos.is_dir():
+        raise SmatError(f"--holdout-photos: no such folder: {job.holdout_photos}")
+    photos = job.holdout_photos if job.holdout_photos is not None else shared_photos_dir()
+    calibration = calibration_set(job.calib, log) if job.variants else None
+    report = export_float32(
+        checkpoint=job.checkpoint,
+        output_dir=job.output_dir,
+        opset=job.opset,
+        check=job.check,
+        tolerance=job.tolerance,
+        golden_dir=job.golden_dir,
+        seed=job.seed,
+        log=log,
+    )
+    variants = [
+        make_variant(
+            kind,
+            report.onnx_path,
+            calibration,
+            engines_dir=job.engines_dir,
+            budget=job.budget,
+            holdout_photos=photos,
+            log=log,
+        )
+        for kind in job.variants
+    ]
+    return ExportResult(report, variants, job.tolerance)
