@@ -12,7 +12,6 @@ backend, with a placeholder file where the backend's package is missing.
 from __future__ import annotations
 
 import importlib.util
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto
+from tensorrt_plans import build_tensorrt_plan
 
 from smat_deploy import SmatError
 from smat_deploy import prompts as P
@@ -55,10 +55,8 @@ def one_line_error(caught: pytest.ExceptionInfo[SmatError]) -> str:
 
 
 # -- engines ---------------------------------------------------------------------------------------
-def build_tensorrt_plan(onnx_path: Path, plan_path: Path) -> Path:
-    """A float32 TensorRT engine of an ONNX file: one profile over its dynamic sizes (batch 1..4, sides 14..128)."""
-    import tensorrt as trt
-
+def tensorrt_profile(onnx_path: Path) -> tuple:
+    """One profile over an ONNX file's dynamic sizes (batch 1..4, sides 14..128); fixed sizes stay fixed."""
     graph = onnx.load(str(onnx_path)).graph
     image = next(value for value in graph.input if value.name == "image")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim]
@@ -67,25 +65,7 @@ def build_tensorrt_plan(onnx_path: Path, plan_path: Path) -> Path:
         (dim, dim) if dim else free
         for dim, free in ((batch, (1, 4)), (height, (MIN_SIDE, 128)), (width, (MIN_SIDE, 128)))
     )
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    for name, channels in (("image", 3), ("prompt", 1)):
-        profile.set_shape(name, (b0, channels, h0, w0), (b0, channels, h1, w1), (b1, channels, h1, w1))
-    profile.set_shape("state", (b0, 1), (b0, 1), (b1, 1))
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    assert serialized is not None, "TensorRT build failed"
-    plan_path.write_bytes(bytes(serialized))
-    plan_path.with_suffix(".json").write_text(json.dumps({"precision": "float32"}))
-    return plan_path
+    return ((b0, h0, w0), (b0, h1, w1), (b1, h1, w1))
 
 
 def make_engine(name: str, folder: Path, make_onnx: Callable[..., Path], **variant: object) -> object:
@@ -101,7 +81,7 @@ def make_engine(name: str, folder: Path, make_onnx: Callable[..., Path], **varia
         return onnx_path
     if name == "tensorrt":
         plan = folder / f"{stem}.plan"
-        return plan if plan.is_file() else build_tensorrt_plan(onnx_path, plan)
+        return plan if plan.is_file() else build_tensorrt_plan(onnx_path, plan, tensorrt_profile(onnx_path))
     raise NotImplementedError(f"the contract suite cannot make an engine for backend {name}: add it to make_engine")
 
 

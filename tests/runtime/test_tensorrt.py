@@ -7,12 +7,12 @@ be checked on a size that fits in memory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tensorrt_plans import build_tensorrt_plan
 
 from smat_deploy import SmatError
 from smat_deploy import prompts as P
@@ -22,38 +22,12 @@ from smat_deploy.runtime.tensorrt import unavailable_reason
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(REASON is not None, reason=f"TensorRT engines: {REASON}")]
 
-PROFILE = {"min": (1, 14, 14), "opt": (1, 266, 266), "max": (2, 518, 518)}  # (batch, height, width)
-
-
-def build_engine(onnx_path: Path, plan_path: Path) -> Path:
-    """A strongly typed float32 engine with one profile over batch/height/width (TensorRT 10 or 11)."""
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    for name, channels in (("image", 3), ("prompt", 1)):
-        shapes = [(b, channels, h, w) for b, h, w in (PROFILE["min"], PROFILE["opt"], PROFILE["max"])]
-        profile.set_shape(name, *shapes)
-    profile.set_shape("state", (PROFILE["min"][0], 1), (PROFILE["opt"][0], 1), (PROFILE["max"][0], 1))
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    assert serialized is not None, "TensorRT build failed"
-    plan_path.write_bytes(bytes(serialized))
-    plan_path.with_suffix(".json").write_text(json.dumps({"precision": "float32"}))
-    return plan_path
+PROFILE = ((1, 14, 14), (1, 266, 266), (2, 518, 518))  # min, opt, max: (batch, height, width)
 
 
 @pytest.fixture(scope="module")
 def engine(exported, tmp_path_factory) -> Path:
-    return build_engine(exported["dir"] / "smat.onnx", tmp_path_factory.mktemp("engine") / "smat.plan")
+    return build_tensorrt_plan(exported["dir"] / "smat.onnx", tmp_path_factory.mktemp("engine") / "smat.plan", PROFILE)
 
 
 @pytest.fixture(scope="module")
