@@ -15,6 +15,7 @@ from smat_deploy import prompts as P
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import BACKENDS, Runtime, backend_for
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
+from smat_deploy.runtime.wrapper import shared_options
 
 CheckpointOption = Annotated[
     Path | None,
@@ -110,14 +111,20 @@ def parse_backend_options(texts: list[str] | None) -> dict[str, str]:
     return options
 
 
-def backend_options_with_threads(threads: int | None, backend_options: list[str] | None) -> dict[str, object]:
-    """``--backend-option`` values plus ``--threads`` as the backend option ``threads``."""
+def parse_backend_options_and_threads(threads: int | None, backend_options: list[str] | None) -> dict[str, str]:
+    """``--backend-option`` values, checked against ``--threads`` (at least 1, and not given both ways)."""
     if threads is not None and threads < 1:
         raise SmatError("--threads must be at least 1")
-    options: dict[str, object] = dict(parse_backend_options(backend_options))
+    options = parse_backend_options(backend_options)
+    if threads is not None and "threads" in options:
+        raise SmatError("give --threads or --backend-option threads=N, not both")
+    return options
+
+
+def backend_options_with_threads(threads: int | None, backend_options: list[str] | None) -> dict[str, object]:
+    """``--backend-option`` values plus ``--threads`` as the backend option ``threads``."""
+    options: dict[str, object] = dict(parse_backend_options_and_threads(threads, backend_options))
     if threads is not None:
-        if "threads" in options:
-            raise SmatError("give --threads or --backend-option threads=N, not both")
         options["threads"] = threads
     return options
 
@@ -150,6 +157,5 @@ def open_engine(
     options = backend_options_with_threads(threads, backend_options)
     target = engine_target(engine, checkpoint)
     chosen = backend_for(target, backend)
-    if "seed" in chosen.options:
-        options.setdefault("seed", seed)
+    options = {**shared_options(chosen, seed=seed), **options}  # a --backend-option seed wins over --seed
     return Runtime.open(target, backend=chosen.name, device=device, **options)

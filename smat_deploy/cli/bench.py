@@ -13,7 +13,7 @@ from smat_deploy.cli._options import (
     DeviceOption,
     SeedOption,
     ThreadsOption,
-    parse_backend_options,
+    parse_backend_options_and_threads,
 )
 from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
@@ -82,11 +82,7 @@ def bench_command(
     ] = False,
 ) -> None:
     """Benchmark engines side by side: latency p50/p90/p99, images/s, peak memory, accuracy vs the reference."""
-    if threads is not None and threads < 1:
-        raise SmatError("--threads must be at least 1")
-    options = parse_backend_options(backend_option)
-    if threads is not None and "threads" in options:
-        raise SmatError("give --threads or --backend-option threads=N, not both")
+    options = parse_backend_options_and_threads(threads, backend_option)  # threads also sizes the matmul
     config = BenchConfig(
         engines=engine,
         sizes=[Size(size.width, size.height) for size in parse_image_sizes(sizes, "--sizes")],

@@ -37,7 +37,7 @@ from smat_deploy.engines.int8_budget import (
 )
 from smat_deploy.engines.tensorrt_build import build_engine, tensorrt_status
 from smat_deploy.errors import CheckFailed, SmatError
-from smat_deploy.export.manifest import write_manifest
+from smat_deploy.export.manifest import MANIFEST_FORMAT, write_manifest
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
 from smat_deploy.metrics import grad, sad
 
@@ -312,7 +312,7 @@ def make_variant(
         source = read_manifest(manifest_path_for(float32_onnx)) or {}
         manifest = {
             **{k: source.get(k) for k in ("inputs", "outputs", "dimensions", "source", "model_config", "versions")},
-            "format": "smat-deploy/onnx-manifest/1",
+            "format": MANIFEST_FORMAT,
             "model": target.name,
             "sha256": sha256_of(tmp),
             "size_bytes": size_bytes,

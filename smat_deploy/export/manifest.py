@@ -15,10 +15,8 @@ from importlib import metadata
 from pathlib import Path
 
 from smat_deploy._files import atomic_output, sha256_of
-from smat_deploy.contract import DIMENSIONS, INPUTS, OUTPUTS, manifest_path_for, read_manifest
+from smat_deploy.contract import DIMENSIONS, INPUTS, OUTPUTS
 from smat_deploy.model import SMat
-
-__all__ = ["MANIFEST_FORMAT", "build_manifest", "manifest_path_for", "read_manifest", "versions", "write_manifest"]
 
 MANIFEST_FORMAT = "smat-deploy/onnx-manifest/1"
 

@@ -26,7 +26,8 @@ from smat_deploy.export.graph_checks import check_graph, failed
 from smat_deploy.contract import manifest_path_for
 from smat_deploy.export.manifest import build_manifest, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
-from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport, run_parity, standard_cases
+from smat_deploy.data.cases import standard_cases
+from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport, run_parity
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
 from smat_deploy.model import SMat, describe_weights, load_model
 

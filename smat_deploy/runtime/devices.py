@@ -81,12 +81,7 @@ def torch_device(text: str) -> Any:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.kind == "cpu":
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SmatError(f"device {text} requested, but no CUDA GPU is visible to torch")
-    index = device.index or 0
-    if index >= torch.cuda.device_count():
-        raise SmatError(f"device {text} requested, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
-    return torch.device("cuda", index)
+    return torch.device("cuda", check_cuda(device, text))  # torch is loaded: the count is torch's
 
 
 def as_torch(array: Any) -> Any:

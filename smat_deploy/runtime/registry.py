@@ -62,6 +62,7 @@ def describe_backends() -> list[dict]:
     """Each backend: name, file types, devices, options and whether it can run here (``smat-deploy backends``)."""
     rows = []
     for cls in all_backends():
+        reason = cls.unavailable_reason()  # may import the backend's package: asked once
         rows.append(
             {
                 "backend": cls.name,
@@ -69,8 +70,8 @@ def describe_backends() -> list[dict]:
                 "file_types": list(cls.suffixes),
                 "devices": list(cls.devices),
                 "options": {name: option.help for name, option in cls.options.items()},
-                "available": cls.unavailable_reason() is None,
-                "reason": cls.unavailable_reason(),
+                "available": reason is None,
+                "reason": reason,
                 "triton_platform": cls.triton_platform[0] if cls.triton_platform else None,
             }
         )

@@ -42,6 +42,12 @@ def shared_options(backend: type[Backend], **settings: Any) -> dict[str, Any]:
     return {name: value for name, value in settings.items() if name in backend.options and value is not None}
 
 
+def engine_options(backend: type[Backend], backend_options: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """What a tool opens an engine with: its ``settings`` (``threads``, ``seed``) where ``backend`` declares
+    them, then ``backend_options``, which the backend must take and which win over a setting."""
+    return {**shared_options(backend, **settings), **check_options(backend, backend_options)}
+
+
 def check_device(backend: type[Backend], device: str) -> None:
     kind = parse_device(device).kind
     if kind != "auto" and kind not in backend.devices:

@@ -32,9 +32,9 @@ from smat_deploy.evaluation.bench.machine import DEFAULT_MATMUL_SIZE, machine_de
 from smat_deploy.evaluation.bench.worker import run_in_worker
 from smat_deploy.evaluation.flops import attention_half_side, smat_flops
 from smat_deploy.model import SMat, describe_weights
-from smat_deploy.runtime import Backend, backend_for
+from smat_deploy.runtime import backend_class, backend_for
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
-from smat_deploy.runtime.wrapper import check_options
+from smat_deploy.runtime.wrapper import engine_options
 
 MEMORY_METHOD = (
     "every engine x size x batch ran in its own fresh process: peak_rss_mb is that process's peak resident "
@@ -99,20 +99,11 @@ def resolve_engines(engines: list[str], backends: list[str] | None, checkpoint: 
     choices = []
     for text in engines:
         target = TORCH_ENGINE if text == TORCH_ENGINE else Path(text)
-        mine = [name for name in backends if backend_for_or_none(target, name) is not None]
+        mine = [name for name in backends if backend_class(name).accepts(target)]  # an unknown name raises
         if not mine:
             raise SmatError(f"none of --backend {', '.join(backends)} opens {text}")
         choices.extend(resolve_engine(text, checkpoint, name) for name in mine)
     return choices
-
-
-def backend_for_or_none(engine: object, name: str) -> type[Backend] | None:
-    try:
-        return backend_for(engine, name)
-    except SmatError as err:
-        if str(err).startswith("unknown backend"):
-            raise
-        return None
 
 
 @dataclass(frozen=True)
@@ -273,7 +264,7 @@ def _measure_job(name: str, choice: EngineChoice, size: Size, batch: int, config
         "name": name,
         "engine": choice.engine,
         "backend": choice.backend,
-        "options": engine_options(choice.backend, config),
+        "options": job_options(choice.backend, config),
         "device": config.device,
         "threads": config.threads,
         "seed": config.seed,
@@ -287,16 +278,10 @@ def _measure_job(name: str, choice: EngineChoice, size: Size, batch: int, config
     }
 
 
-def engine_options(backend: str, config: BenchConfig) -> dict:
+def job_options(backend: str, config: BenchConfig) -> dict:
     """What the worker opens an engine with: ``--threads`` and ``--seed`` for the backends that take them,
     plus every ``--backend-option`` (which the backend must take)."""
-    from smat_deploy.runtime import backend_class
-
-    cls = backend_class(backend)
-    shared = {
-        name: value for name, value in (("threads", config.threads), ("seed", config.seed)) if name in cls.options
-    }
-    return {**shared, **check_options(cls, config.backend_options)}
+    return engine_options(backend_class(backend), config.backend_options, threads=config.threads, seed=config.seed)
 
 
 def _steps(job: dict) -> int:
@@ -331,7 +316,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
         engine = str(config.checkpoint) if config.checkpoint is not None else TORCH_ENGINE
         reference_job = {"name": "reference", "engine": engine, "backend": "torch", "device": config.device}
         reference_job.update(
-            seed=config.seed, options=engine_options("torch", replace(config, backend_options={})), cases=cases
+            seed=config.seed, options=job_options("torch", replace(config, backend_options={})), cases=cases
         )
     runnable = [job for choice, _, _, job in measured if choice.unavailable is None]
     total = sum(_steps(job) for job in [*runnable, *([reference_job] if reference_job else [])])

@@ -45,7 +45,7 @@ from smat_deploy.metrics import METRIC_NAMES, matting_metrics, mean_metrics
 from smat_deploy.model import SMat, describe_weights
 from smat_deploy.runtime import Runtime, backend_for
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
-from smat_deploy.runtime.wrapper import check_options, shared_options
+from smat_deploy.runtime.wrapper import engine_options
 
 #: (max |diff|, mean |diff|) allowed against the reference, by the engine's precision: each precision's
 #: gate (:data:`smat_deploy.contract.PRECISIONS`). float32 is the export's own bound; fp16 the FP16 gate
@@ -420,8 +420,7 @@ def run_parity_check(
         engine,
         backend=chosen.name,
         device=device,
-        **shared_options(chosen, threads=threads, seed=seed),
-        **check_options(chosen, backend_options or {}),
+        **engine_options(chosen, backend_options or {}, threads=threads, seed=seed),
     )
     info = runtime.info
     found = load_parity_data(
