@@ -278,8 +278,18 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=sys.stderr)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread: it unwinds like Ctrl-C, so temporary files are removed and nothing is
+    left half-written.
+
+    It is deliberately not a :class:`KeyboardInterrupt`: CPython remembers a KeyboardInterrupt that escapes code run
+    from a string (``exec``/``eval`` of source text, which torch and dataclasses do) and, under ``python -m``, ends
+    the process by SIGINT at exit even after it was caught, so the documented exit status 130 would be lost.
+    """
+
+
 def _terminated(signum, frame) -> None:
-    raise KeyboardInterrupt  # unwinds like Ctrl-C, so temporary files are removed and no output is half-written
+    raise _Terminated
 
 
 def _command_name(argv: list[str]) -> str:
@@ -313,7 +323,7 @@ def main() -> None:
         _fail(err, EXIT_CHECK_FAILED)
     except SmatError as err:
         _fail(err, EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as err:
         if debug:

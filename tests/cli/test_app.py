@@ -3,6 +3,8 @@
 import ast
 import importlib
 import inspect
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,6 +108,25 @@ def test_unexpected_errors_and_interrupts_have_their_own_status(monkeypatch, run
     result = run_cli("backends")
     assert result.code == status
     assert result.stderr.startswith(line) and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_under_python_m_exits_130_even_inside_code_run_from_a_string(tmp_path):
+    # torch and dataclasses run generated source with exec(); a KeyboardInterrupt escaping such code makes
+    # `python -m` die by SIGINT at exit (return code -2) even after main() caught it and chose 130.
+    probe = tmp_path / "sigterm_probe"
+    probe.mkdir()
+    (probe / "__main__.py").write_text(
+        "import importlib\n"
+        "cli = importlib.import_module('smat_deploy.cli.app')\n"
+        "def command(**_):\n"
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**7): pass')\n"
+        "    raise AssertionError('SIGTERM did not interrupt')\n"
+        "cli.app = command\n"
+        "cli.main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "sigterm_probe"], capture_output=True, text=True, env=env, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "error: interrupted\n")
 
 
 def test_usage_errors_are_exit_2(run_cli):
