@@ -12,6 +12,7 @@ Checkpoints are untrusted files: only tensors and plain containers are unpickled
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -189,3 +190,17 @@ def save_checkpoint(model: SMat, path: str | os.PathLike[str], **extra: object) 
     with atomic_output(path) as tmp:
         torch.save({"model": state, **extra}, tmp)
     return Path(path)
+
+
+def weights_digest(model: SMat) -> str:
+    """SHA-256 over the model's parameters and buffers (names, dtypes, shapes, bytes): equal iff the weights are.
+
+    Manifests record it, so two files exported from the same weights (the interactive pair) can be
+    matched, whatever checkpoint file or seed the weights came from.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

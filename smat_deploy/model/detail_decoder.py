@@ -93,14 +93,23 @@ class DetailCaptureDecoder(nn.Module):
         )
         self.matting_head = MattingHead(config.fusion_out[-1], config.head_mid_chans)
 
-    def forward(self, features: torch.Tensor, similarity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Features ``[B,C,h,w]``, similarity ``[B,1,h,w]``, image ``[B,3,14h,14w]`` -> alpha ``[B,1,14h,14w]``."""
-        x = torch.cat([features, similarity], dim=1)
-        padded_size = image.shape[-2:]
-        h, w = features.shape[-2:]
+    def details(self, image: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
+        """ConvStream on the padded image resized to ``16h x 16w``: ``[D0, D1, D2, D3]`` (prompt-independent)."""
+        h, w = grid
         image = F.interpolate(image, size=(16 * h, 16 * w), mode="bilinear", align_corners=False)
-        details = self.convstream(image)
+        return self.convstream(image)
+
+    def fuse(
+        self, features: torch.Tensor, similarity: torch.Tensor, details: list[torch.Tensor], padded_size
+    ) -> torch.Tensor:
+        """Fusion blocks and matting head: features ``[B,C,h,w]``, similarity ``[B,1,h,w]``, ``[D0..D3]`` -> alpha."""
+        x = torch.cat([features, similarity], dim=1)
         for block, detail in zip(self.fusion_blks, reversed(details), strict=True):
             x = block(x, detail)
         alpha = torch.sigmoid(self.matting_head(x))
         return F.interpolate(alpha, size=padded_size, mode="bilinear", align_corners=False)
+
+    def forward(self, features: torch.Tensor, similarity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Features ``[B,C,h,w]``, similarity ``[B,1,h,w]``, image ``[B,3,14h,14w]`` -> alpha ``[B,1,14h,14w]``."""
+        details = self.details(image, features.shape[-2:])
+        return self.fuse(features, similarity, details, image.shape[-2:])

@@ -48,6 +48,58 @@ def padded_size(height: int, width: int, patch: int = 14) -> tuple[int, int]:
     return height + needs_pad * (patch - height % patch), width + needs_pad * (patch - width % patch)
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """Everything the prompt-dependent part of SMat needs from a photo: made once by :meth:`SMat.embed`.
+
+    The backbone never sees the prompt, and neither does the ConvStream, so their outputs are kept;
+    the prompt only picks the candidate token, which drives the cross-attention, the similarity map
+    and the fusion stages, all of which :meth:`SMat.decode` runs per prompt. ``D1`` (the largest
+    detail map, 48 channels at ``8h x 8w``) is not kept: one strided 3-channel convolution remakes
+    it from ``image16`` for about 0.3 % of a click's work, which halves the embedding's memory.
+
+    - ``features`` ``[B, C, h, w]``: the patch tokens after DINOv2's final LayerNorm, as a map;
+    - ``class_token`` ``[B, C]``;
+    - ``image16`` ``[B, 3, 16h, 16w]``: the normalised, padded image resized for the ConvStream (D0);
+    - ``detail2`` ``[B, 96, 4h, 4w]`` and ``detail3`` ``[B, 192, 2h, 2w]``: ConvStream stages D2, D3;
+    - ``height``, ``width``: the photo's size before padding (prompts must have it).
+
+    Tensors stay on the device they were made on; nothing mutates them, so one embedding may serve
+    several threads at once.
+    """
+
+    features: torch.Tensor
+    class_token: torch.Tensor
+    image16: torch.Tensor
+    detail2: torch.Tensor
+    detail3: torch.Tensor
+    height: int
+    width: int
+
+    #: Tensor fields in the order the exported encoder writes them and the decoder reads them.
+    TENSORS = ("features", "class_token", "image16", "detail2", "detail3")
+
+    @property
+    def batch(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The token grid ``(h, w)`` of the padded photo."""
+        return int(self.features.shape[-2]), int(self.features.shape[-1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, name) for name in self.TENSORS)
+
+
 def state_from_prompt(prompt: torch.Tensor) -> torch.Tensor:
     """``[B,1]`` float: 1 where the sample's prompt marks any pixel (interactive), else 0 (automatic)."""
     return (prompt != 0).flatten(1).any(dim=1, keepdim=True).to(prompt.dtype)
@@ -75,13 +127,15 @@ class SMat(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
     # -- pipeline steps ------------------------------------------------------------------------
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad ``x`` bottom/right to the official padded size (:func:`padded_size`)."""
+        height, width = x.shape[-2:]
+        new_h, new_w = padded_size(height, width, self.config.patch_size)
+        return F.pad(x, (0, new_w - width, 0, new_h - height))
+
     def preprocess(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalise, then zero-pad image and prompt bottom/right by the official rule."""
-        height, width = image.shape[-2:]
-        new_h, new_w = padded_size(height, width, self.config.patch_size)
-        pads = (0, new_w - width, 0, new_h - height)
-        image = (image - self.pixel_mean) / self.pixel_std
-        return F.pad(image, pads), F.pad(prompt, pads)
+        return self.pad((image - self.pixel_mean) / self.pixel_std), self.pad(prompt)
 
     def candidate_token(
         self, patch_tokens: torch.Tensor, class_token: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor
@@ -109,6 +163,28 @@ class SMat(nn.Module):
         high = similarity.max(dim=-1, keepdim=True).values
         return (similarity - low) / (high - low + SIMILARITY_RANGE_EPS)
 
+    def embed_padded(
+        self, image: torch.Tensor, pos_embed_resize: PosEmbedResize = "reference"
+    ) -> tuple[torch.Tensor, ...]:
+        """Normalised, padded image -> the prompt-independent tensors, in :attr:`Embedding.TENSORS` order."""
+        tokens, class_token, details = self._image_features(image, pos_embed_resize)
+        return self._token_map(tokens, details[3]), class_token, details[0], details[2], details[3]
+
+    def decode_padded(
+        self,
+        features: torch.Tensor,
+        class_token: torch.Tensor,
+        image16: torch.Tensor,
+        detail2: torch.Tensor,
+        detail3: torch.Tensor,
+        prompt: torch.Tensor,
+        state: torch.Tensor,
+    ) -> torch.Tensor:
+        """The prompt-dependent part: embedding tensors plus the padded prompt -> alpha at the padded size."""
+        detail1 = self.decoder.convstream.convs[0](image16)  # the same op the embedding ran: the same numbers
+        tokens = features.flatten(2).transpose(1, 2)
+        return self._prompted(tokens, class_token, [image16, detail1, detail2, detail3], prompt, state, features)
+
     def forward_padded(
         self,
         image: torch.Tensor,
@@ -117,15 +193,41 @@ class SMat(nn.Module):
         pos_embed_resize: PosEmbedResize = "reference",
     ) -> torch.Tensor:
         """Normalised, padded inputs -> alpha at the padded size (shared by inference, export and training)."""
-        batch = image.shape[0]
-        h = image.shape[-2] // self.config.patch_size
-        w = image.shape[-1] // self.config.patch_size
+        tokens, class_token, details = self._image_features(image, pos_embed_resize)
+        return self._prompted(tokens, class_token, details, prompt, state)
+
+    def _image_features(
+        self, image: torch.Tensor, pos_embed_resize: PosEmbedResize
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        grid = (image.shape[-2] // self.config.patch_size, image.shape[-1] // self.config.patch_size)
         patch_tokens, class_token = self.backbone(image, pos_embed_resize)
+        return patch_tokens, class_token, self.decoder.details(image, grid)
+
+    def _prompted(
+        self,
+        patch_tokens: torch.Tensor,
+        class_token: torch.Tensor,
+        details: list[torch.Tensor],
+        prompt: torch.Tensor,
+        state: torch.Tensor,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Everything after the backbone and ConvStream; the token grid is the padded prompt's."""
+        batch = patch_tokens.shape[0]
+        h = prompt.shape[-2] // self.config.patch_size
+        w = prompt.shape[-1] // self.config.patch_size
         candidate = self.candidate_token(patch_tokens, class_token, prompt, state)
         candidate = self.prompt_cross_attn(candidate, patch_tokens)
         similarity = self.similarity_map(candidate, patch_tokens).reshape(batch, 1, h, w)
-        features = patch_tokens.transpose(1, 2).reshape(batch, -1, h, w)
-        return self.decoder(features, similarity, image)
+        if features is None:
+            features = patch_tokens.transpose(1, 2).reshape(batch, -1, h, w)
+        return self.decoder.fuse(features, similarity, details, prompt.shape[-2:])
+
+    @staticmethod
+    def _token_map(tokens: torch.Tensor, detail3: torch.Tensor) -> torch.Tensor:
+        """``[B, h*w, C]`` -> ``[B, C, h, w]`` (the grid read off D3, which is ``2h x 2w``)."""
+        h, w = detail3.shape[-2] // 2, detail3.shape[-1] // 2
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
 
     def forward(self, image: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         if not torch.compiler.is_compiling():
@@ -137,16 +239,41 @@ class SMat(nn.Module):
         alpha = self.forward_padded(padded_image, padded_prompt, state)
         return alpha[:, :, :height, :width]
 
+    # -- interactive use: embed a photo once, decode every prompt from the embedding ----------------
+    def embed(self, image: torch.Tensor) -> Embedding:
+        """``image`` float ``[B,3,H,W]`` in [0, 1] -> :class:`Embedding` (backbone and ConvStream, run once)."""
+        check_image(image)
+        height, width = image.shape[-2:]
+        padded = self.pad((image - self.pixel_mean) / self.pixel_std)
+        return Embedding(*self.embed_padded(padded), height=int(height), width=int(width))
+
+    def decode(self, embedding: Embedding, prompt: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """One prompt (per sample) on an embedding -> alpha ``[B,1,H,W]``; ``decode(embed(x), p) == forward(x, p)``."""
+        check_prompt(prompt, state, embedding.batch, embedding.height, embedding.width)
+        if state is None:
+            state = state_from_prompt(prompt)
+        alpha = self.decode_padded(*embedding.tensors(), self.pad(prompt), state)
+        return alpha[:, :, : embedding.height, : embedding.width]
+
 
 def check_inputs(image: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor | None) -> None:
     """Raise :class:`SmatError` with a one-line reason when the inputs break the model's contract."""
+    check_image(image)
+    batch, _, height, width = image.shape
+    check_prompt(prompt, state, batch, height, width)
+
+
+def check_image(image: torch.Tensor) -> None:
     if image.dim() != 4 or image.shape[1] != 3:
         raise SmatError(f"image must be [B,3,H,W], got {list(image.shape)}")
-    batch, _, height, width = image.shape
+    height, width = image.shape[-2:]
     if height < 14 or width < 14:
         raise SmatError(f"image must be at least 14x14 pixels, got {height}x{width}")
     if not image.is_floating_point():
         raise SmatError(f"image must be a float tensor in [0, 1], got {image.dtype}")
+
+
+def check_prompt(prompt: torch.Tensor, state: torch.Tensor | None, batch: int, height: int, width: int) -> None:
     if tuple(prompt.shape) != (batch, 1, height, width):
         raise SmatError(f"prompt must be [B,1,H,W] = {[batch, 1, height, width]}, got {list(prompt.shape)}")
     if state is None:
