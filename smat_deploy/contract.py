@@ -71,6 +71,49 @@ DIMENSIONS = {
     "width": {"min": MIN_SIDE, "max": MAX_SIDE},
 }
 
+# -- the interactive pair: an encoder run once per photo, a decoder run once per prompt ----------------
+#: The embedding: what the encoder writes and the decoder reads (besides prompt and state). ``grid_height``
+#: and ``grid_width`` are the padded photo's size over ``PATCH_SIZE``.
+EMBEDDING: list[dict] = [
+    {
+        "name": "features",
+        "dtype": "float32",
+        "shape": ["batch", 384, "grid_height", "grid_width"],
+        "meaning": "DINOv2 patch tokens after the final LayerNorm, as a map",
+    },
+    {"name": "class_token", "dtype": "float32", "shape": ["batch", 384], "meaning": "DINOv2 class token"},
+    {
+        "name": "image16",
+        "dtype": "float32",
+        "shape": ["batch", 3, "16*grid_height", "16*grid_width"],
+        "meaning": "normalised, padded image resized for the ConvStream (D0)",
+    },
+    {
+        "name": "detail2",
+        "dtype": "float32",
+        "shape": ["batch", 96, "4*grid_height", "4*grid_width"],
+        "meaning": "ConvStream stage 2 (D2)",
+    },
+    {
+        "name": "fusion0",
+        "dtype": "float32",
+        "shape": ["batch", 256, "2*grid_height", "2*grid_width"],
+        "meaning": "the first fusion convolution over ConvStream stage 3 and the upsampled features, "
+        "before BatchNorm: its 576 prompt-independent input channels",
+    },
+]
+EMBEDDING_NAMES = tuple(spec["name"] for spec in EMBEDDING)
+#: Each half's I/O: the encoder takes the image; the decoder takes the embedding, prompt and state.
+ENCODER_INPUTS, ENCODER_OUTPUTS = INPUTS[:1], EMBEDDING
+DECODER_INPUTS, DECODER_OUTPUTS = EMBEDDING + INPUTS[1:], OUTPUTS
+PAIR_ROLES = ("encoder", "decoder")
+PAIR_IO = {"encoder": (ENCODER_INPUTS, ENCODER_OUTPUTS), "decoder": (DECODER_INPUTS, DECODER_OUTPUTS)}
+PAIR_DIMENSIONS = {
+    **DIMENSIONS,
+    "grid_height": {"min": 1, "max": -(-MAX_SIDE // PATCH_SIZE) + 1},
+    "grid_width": {"min": 1, "max": -(-MAX_SIDE // PATCH_SIZE) + 1},
+}
+
 #: Prompt kinds that inputs are made with (calibration, gates, parity, benchmarks): "none" is automatic mode.
 PROMPT_KINDS = ("none", "point", "box", "scribble", "mask")
 
@@ -180,6 +223,14 @@ def gate_for(precision: str) -> Gate | None:
     """The gate an artifact of ``precision`` met at export, or None for a precision smat-deploy does not make."""
     found = PRECISIONS.get(canonical_precision(precision))
     return found.gate if found else None
+
+
+def pair_file(role: str, precision: str = "float32") -> str:
+    """The file of one half of the interactive pair: ``("encoder", "fp16")`` -> ``smat_encoder_fp16.onnx``."""
+    if role not in PAIR_ROLES:
+        raise ValueError(f"unknown pair role {role!r}: expected one of {', '.join(PAIR_ROLES)}")
+    whole = PRECISIONS[canonical_precision(precision)].file  # smat.onnx, smat_fp16.onnx, ...
+    return f"smat_{role}{Path(whole).stem[len('smat') :]}.onnx"
 
 
 def manifest_path_for(model_path: str | os.PathLike[str]) -> Path:

@@ -171,8 +171,9 @@ def tiny_onnx(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, finetuned_checkpoint) -> dict:
-    """``smat-deploy export -c <fine-tuned checkpoint> --save-golden``; returns its JSON summary plus
-    ``dir`` and ``checkpoint``.
+    """``smat-deploy export -c <fine-tuned checkpoint> --interactive --save-golden``; returns its JSON summary
+    plus ``dir`` and ``checkpoint``. The folder holds ``smat.onnx`` and the interactive pair
+    (``smat_encoder.onnx``, ``smat_decoder.onnx``), all with manifests; golden data for all three.
 
     One real export per test session, through the real command line, shared by the export,
     precision, runtime, bench, parity and demo tests. It exports the ``finetuned_checkpoint`` weights,
@@ -189,6 +190,7 @@ def exported(tmp_path_factory, finetuned_checkpoint) -> dict:
         str(finetuned_checkpoint),
         "--output",
         str(out),
+        "--interactive",
         "--save-golden",
         str(out / "golden"),
     ]

@@ -21,6 +21,7 @@ from smat_deploy.data.calibration import (
 )
 from smat_deploy.data.parity_sets import shared_photos_dir
 from smat_deploy.engines.int8_budget import Budget, BudgetReport
+from smat_deploy.engines.pair_variants import PairVariantReport, make_pair_variant
 from smat_deploy.engines.variants import VariantReport, make_variant
 from smat_deploy.errors import SmatError
 from smat_deploy.export import DEFAULT_OPSET
@@ -60,6 +61,8 @@ class ExportJob:
     budget: Budget = field(default_factory=Budget)
     #: Extra held-out photos for the INT8 budget; None: the shared photos when present.
     holdout_photos: Path | None = None
+    #: Also the interactive pair: smat_encoder.onnx (once per photo) and smat_decoder.onnx (once per prompt).
+    interactive: bool = False
 
 
 @dataclass
@@ -67,6 +70,8 @@ class ExportResult:
     export: ExportReport
     variants: list[VariantReport]
     tolerance: float
+    #: The interactive pair's variants (``--interactive`` with ``--cpu``/``--fp16``/``--int8``), in the same order.
+    pair_variants: list[PairVariantReport] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         report = self.export
@@ -91,6 +96,8 @@ class ExportResult:
             "graph_checks_passed": all(c["passed"] for c in report.graph_checks),
             "parity": None if report.parity is None else report.parity.as_dict(),
             "golden": None if report.golden is None else [str(p) for p in report.golden],
+            "interactive": None if report.pair is None else report.pair.as_dict(),
+            "interactive_variants": [v.as_dict() for v in self.pair_variants],
         }
 
     def summary_text(self) -> str:
@@ -109,6 +116,20 @@ class ExportResult:
         )
         if report.golden is not None:
             lines.append(f"golden data: {report.golden[0]} and {report.golden[1]} (Polygraphy JSON)")
+        if (pair := report.pair) is not None:
+            if pair.parity is not None:
+                lines.append(format_table(pair.parity.rows))
+            lines.append(
+                f"wrote {pair.encoder} and {pair.decoder} ({' + '.join(f'{s / 1e6:.1f}' for s in pair.sizes)} MB, "
+                f"exported in {pair.seconds:.1f}s) with their manifests"
+                + (
+                    ""
+                    if pair.parity is None
+                    else f"; pair vs whole model max |diff| {pair.parity.max_abs:.1e} <= {self.tolerance:g}"
+                )
+            )
+            if pair.golden is not None:
+                lines.append("golden data for the pair: " + ", ".join(str(p[0].parent) for p in pair.golden.values()))
         if self.variants:
             lines.append(format_table([variant_row(v) for v in self.variants]))
             for v in self.variants:
@@ -117,6 +138,15 @@ class ExportResult:
                     lines.append(format_table(sensitivity_rows(v.budget)))
                     lines.append(budget_summary(v.budget))
             lines.extend(sorted({note for v in self.variants for note in v.notes}))
+        if self.pair_variants:
+            lines.append("\ninteractive pair variants (accuracy end to end: encoder -> decoder vs smat.onnx)")
+            lines.append(format_table([pair_variant_row(v) for v in self.pair_variants]))
+            for v in self.pair_variants:
+                if v.budget is not None:
+                    lines.append(f"\n{v.encoder.name}: sensitivity report ({v.budget.measured_on})")
+                    lines.append(format_table(sensitivity_rows(v.budget)))
+                    lines.append(budget_summary(v.budget))
+            lines.extend(sorted({note for v in self.pair_variants for note in v.notes}))
         return "\n".join(lines)
 
 
@@ -130,6 +160,24 @@ def variant_row(v: VariantReport) -> dict:
         "max_abs": v.accuracy["max_abs"],
         "SAD": v.accuracy["SAD"],
         "Grad": v.accuracy["Grad"],
+        "measured_on": f"{v.accuracy['samples']} {MEASURED_ON.get(v.kind, 'held-out')}",
+    }
+
+
+def pair_variant_row(v: PairVariantReport) -> dict:
+    def half(role: str) -> str:
+        h = v.halves[role]
+        speed = "" if h.speed is None else f", x{h.speed['ratio']:.2f} time"
+        return f"{h.path.name} ({h.precision}{speed})"
+
+    return {
+        "precision": v.kind,
+        "encoder": half("encoder"),
+        "decoder": half("decoder"),
+        "made_in_s": round(v.seconds, 1),
+        "mean_abs": v.accuracy["mean_abs"],
+        "max_abs": v.accuracy["max_abs"],
+        "SAD": v.accuracy["SAD"],
         "measured_on": f"{v.accuracy['samples']} {MEASURED_ON.get(v.kind, 'held-out')}",
     }
 
@@ -207,18 +255,26 @@ def run_export(job: ExportJob, log: Log = lambda message: None) -> ExportResult:
         tolerance=job.tolerance,
         golden_dir=job.golden_dir,
         seed=job.seed,
+        interactive=job.interactive,
         log=log,
     )
-    variants = [
-        make_variant(
-            kind,
-            report.onnx_path,
-            calibration,
-            engines_dir=job.engines_dir,
-            budget=job.budget,
-            holdout_photos=photos,
-            log=log,
+    variants, pair_variants = [], []
+    for kind in job.variants:
+        variants.append(
+            make_variant(
+                kind,
+                report.onnx_path,
+                calibration,
+                engines_dir=job.engines_dir,
+                budget=job.budget,
+                holdout_photos=photos,
+                log=log,
+            )
         )
-        for kind in job.variants
-    ]
-    return ExportResult(report, variants, job.tolerance)
+        if job.interactive:
+            pair_variants.append(
+                make_pair_variant(
+                    kind, report.onnx_path.parent, calibration, budget=job.budget, holdout_photos=photos, log=log
+                )
+            )
+    return ExportResult(report, variants, job.tolerance, pair_variants)

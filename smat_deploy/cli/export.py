@@ -22,6 +22,8 @@ EPILOG = """Examples:
 
   smat-deploy export --cpu                            # also smat_cpu.onnx: fastest float32 on ONNX Runtime CPU
 
+  smat-deploy export --interactive         # also smat_encoder.onnx + smat_decoder.onnx: embed once, click often
+
   smat-deploy export --fp16 --int8 --calib calib_data/      # also smat_fp16.onnx, smat_int8.onnx, smat_int8_cpu.onnx
 
   smat-deploy export --int8 --max-mean-diff 3e-3 --holdout-photos my_photos/   # a tighter INT8 budget
@@ -83,6 +85,14 @@ def export_command(
             "Default: ../shared/data/matting when present, else generated composites only."
         ),
     ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            help="Also write smat_encoder.onnx (once per photo) and smat_decoder.onnx (once per prompt), "
+            "verified against the whole model.",
+        ),
+    ] = False,
     seed: SeedOption = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
@@ -100,6 +110,7 @@ def export_command(
         engines_dir=engines_dir,
         budget=Budget(max_mean_diff, max_diff, min_int8_share),  # a bad budget fails before any work
         holdout_photos=holdout_photos,
+        interactive=interactive,
     )
     log = (lambda message: None) if json_output else (lambda message: typer.echo(message, err=True))
     result = run_export(job, log=log)

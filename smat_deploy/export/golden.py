@@ -42,3 +42,41 @@ def save_golden(directory: str | Path, model: SMat, cases: list[ParityCase]) -> 
         with atomic_output(outputs_path) as tmp:
             results.save(str(tmp))
     return inputs_path, outputs_path
+
+
+def _save(directory: Path, feeds: list[dict], outputs: list[dict], description: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    results = RunResults()
+    results.append((REFERENCE_RUNNER, [IterationResult(outputs=o, runner_name=REFERENCE_RUNNER) for o in outputs]))
+    inputs_path, outputs_path = directory / "inputs.json", directory / "outputs.json"
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        with atomic_output(inputs_path) as tmp:
+            save_json(feeds, str(tmp), description=description)
+        with atomic_output(outputs_path) as tmp:
+            results.save(str(tmp))
+    return inputs_path, outputs_path
+
+
+def save_pair_golden(directory: str | Path, model: SMat, cases: list[ParityCase]) -> dict[str, tuple[Path, Path]]:
+    """Golden data for the interactive pair: ``encoder/`` (image -> embedding) and ``decoder/`` (embedding,
+    prompt, state -> alpha), each an ``inputs.json`` / ``outputs.json`` pair in Polygraphy's format."""
+    from smat_deploy.contract import EMBEDDING_NAMES
+    from smat_deploy.export.interactive import pair_embedding
+
+    directory = Path(directory)
+    encoder_feeds, encoder_outputs, decoder_feeds, decoder_outputs = [], [], [], []
+    for case in cases:
+        image, prompt, state = (torch.from_numpy(a) for a in (case.image, case.prompt, case.state))
+        with torch.inference_mode():
+            embedding = model.embed(image)
+            alpha = model.decode(embedding, prompt, state).numpy()
+            exported = pair_embedding(model, embedding)
+        tensors = {n: t.contiguous().numpy() for n, t in zip(EMBEDDING_NAMES, exported, strict=True)}
+        encoder_feeds.append({"image": case.image})
+        encoder_outputs.append(tensors)
+        decoder_feeds.append({**tensors, "prompt": case.prompt, "state": case.state})
+        decoder_outputs.append({"alpha": alpha})
+    return {
+        "encoder": _save(directory / "encoder", encoder_feeds, encoder_outputs, "SMat encoder golden inputs"),
+        "decoder": _save(directory / "decoder", decoder_feeds, decoder_outputs, "SMat decoder golden inputs"),
+    }

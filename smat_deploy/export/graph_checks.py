@@ -11,13 +11,20 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
+from smat_deploy.contract import INPUTS, OUTPUTS
 from smat_deploy.export.onnx_export import MIN_OPSET
 
 CONTROL_FLOW_OPS = {"Loop", "If", "Scan", "SequenceMap"}
 # A LayerNorm the exporter decomposed shows up as ReduceMean + Sub + Pow + Sqrt.
 DECOMPOSED_NORM_OPS = {"ReduceMean", "Sqrt"}
-EXPECTED_INPUTS = {"image": ("batch", 3, "height", "width"), "prompt": ("batch", 1, "height", "width"), "state": ("batch", 1)}
-EXPECTED_OUTPUTS = {"alpha": ("batch", 1, "height", "width")}
+
+
+def _expected(specs: list[dict]) -> dict[str, tuple]:
+    return {spec["name"]: tuple(spec["shape"]) for spec in specs}
+
+
+EXPECTED_INPUTS = _expected(INPUTS)
+EXPECTED_OUTPUTS = _expected(OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,17 @@ def _input_data_tensors(graph: onnx.GraphProto) -> set[str]:
     return derived
 
 
-def check_graph(model: onnx.ModelProto, expected_layer_norms: int | None = None) -> list[GraphCheck]:
-    """Every TensorRT-readiness property of an exported SMat graph, as a list of checks."""
+def check_graph(
+    model: onnx.ModelProto,
+    expected_layer_norms: int | None = None,
+    io: tuple[list[dict], list[dict]] = (INPUTS, OUTPUTS),
+) -> list[GraphCheck]:
+    """Every TensorRT-readiness property of an exported SMat graph, as a list of checks.
+
+    ``io``: the contract's inputs and outputs the graph must declare (the whole model's by default;
+    ``contract.PAIR_IO[role]`` for a half of the interactive pair).
+    """
+    expected_inputs, expected_outputs = _expected(io[0]), _expected(io[1])
     graph = model.graph
     ops = Counter(node.op_type for node in graph.node if node.domain in ("", "ai.onnx"))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -107,15 +123,15 @@ def check_graph(model: onnx.ModelProto, expected_layer_norms: int | None = None)
     )
 
     inputs = {i.name: i for i in graph.input}
-    input_problems = [f"unexpected input {n}" for n in inputs if n not in EXPECTED_INPUTS]
-    for name, dims in EXPECTED_INPUTS.items():
+    input_problems = [f"unexpected input {n}" for n in inputs if n not in expected_inputs]
+    for name, dims in expected_inputs.items():
         value = inputs.get(name)
         if value is None:
             input_problems.append(f"missing input {name}")
         elif value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or _dims(value) != dims:
             input_problems.append(f"{name} is {onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)} {_dims(value)}")
     outputs = {o.name: o for o in graph.output}
-    for name, dims in EXPECTED_OUTPUTS.items():
+    for name, dims in expected_outputs.items():
         value = outputs.get(name)
         if value is None or _dims(value) != dims or value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             input_problems.append(f"output {name} is {None if value is None else _dims(value)}")
@@ -123,7 +139,8 @@ def check_graph(model: onnx.ModelProto, expected_layer_norms: int | None = None)
         GraphCheck(
             "io_contract",
             not input_problems,
-            "; ".join(input_problems) or "float32 image/prompt/state -> alpha with symbolic batch, height, width; "
+            "; ".join(input_problems)
+            or f"float32 {'/'.join(expected_inputs)} -> {'/'.join(expected_outputs)} with symbolic batch and sizes; "
             "no shape-driving scalar inputs",
         )
     )

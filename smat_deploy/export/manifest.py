@@ -15,8 +15,8 @@ from importlib import metadata
 from pathlib import Path
 
 from smat_deploy._files import atomic_output, sha256_of
-from smat_deploy.contract import DIMENSIONS, INPUTS, OUTPUTS
-from smat_deploy.model import SMat
+from smat_deploy.contract import DIMENSIONS, INPUTS, OUTPUTS, PAIR_DIMENSIONS, PAIR_IO
+from smat_deploy.model import SMat, weights_digest
 
 MANIFEST_FORMAT = "smat-deploy/onnx-manifest/1"
 
@@ -54,7 +54,10 @@ def build_manifest(
     tensorrt_support: dict | None = None,
     parity: dict | None = None,
     extra: dict | None = None,
+    role: str | None = None,
 ) -> dict:
+    """The sidecar of ``model_path``; ``role`` (``encoder``/``decoder``) declares a half of the interactive pair's I/O."""
+    inputs, outputs = PAIR_IO[role] if role else (INPUTS, OUTPUTS)
     return {
         "format": MANIFEST_FORMAT,
         "model": model_path.name,
@@ -62,12 +65,13 @@ def build_manifest(
         "size_bytes": model_path.stat().st_size,
         "precision": precision,
         "opset": opset,
-        "inputs": INPUTS,
-        "outputs": OUTPUTS,
-        "dimensions": DIMENSIONS,
+        "inputs": inputs,
+        "outputs": outputs,
+        "dimensions": PAIR_DIMENSIONS if role else DIMENSIONS,
         "source": {
             "checkpoint": str(checkpoint) if checkpoint else None,
             "checkpoint_sha256": sha256_of(checkpoint) if checkpoint else None,
+            "weights_sha256": weights_digest(model),
             "weights": weights,
         },
         "model_config": dataclasses.asdict(model.config),

@@ -45,45 +45,48 @@ def _example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return image, prompt, torch.tensor([[0.0], [1.0]])
 
 
-def _name_output_dims(proto: onnx.ModelProto) -> None:
-    """Declare alpha as ``[batch, 1, height, width]``.
+def name_dims(values, names: dict[str, list[str | int]]) -> None:
+    """Declare each listed value's shape with the contract's names (``batch``, ``height``, ``grid_height``, ...).
 
-    The exporter cannot prove that cropping the padded alpha to ``[:height, :width]`` gives exactly
-    the input size, so it writes ``Min(height, ...)`` expressions; the crop guarantees it.
+    The exporter writes derived expressions (``Min(height, ...)`` for the cropped alpha, padding
+    formulas for the embedding); the graph guarantees the contract's shapes, which callers read.
     """
-    for value in proto.graph.output:
-        dims = value.type.tensor_type.shape.dim
-        for dim, name in zip(dims, ("batch", None, "height", "width"), strict=True):
-            if name is not None:
+    for value in values:
+        if value.name not in names:
+            continue
+        for dim, want in zip(value.type.tensor_type.shape.dim, names[value.name], strict=True):
+            if isinstance(want, str):
                 dim.Clear()
-                dim.dim_param = name
+                dim.dim_param = want
 
 
-def export_onnx(model: SMat, output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET) -> ExportResult:
-    """Write ``model`` as ONNX to ``output`` (the caller handles atomic replacement)."""
+def export_module(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    output: str | os.PathLike[str],
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: dict,
+    output_dims: dict[str, list[str | int]],
+    doc: str,
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
+    """Write ``module`` as ONNX (dynamo exporter, constant-folded) to ``output``; the caller handles atomic replacement."""
     if opset < MIN_OPSET:
         raise SmatError(f"opset {opset} is too old: SMat needs >= {MIN_OPSET} (LayerNormalization as one node)")
     output = Path(output)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
-    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
-    dynamic_shapes = {
-        "image": {0: batch, 2: height, 3: width},
-        "prompt": {0: batch, 2: height, 3: width},
-        "state": {0: batch},
-    }
-    graph_model = GraphSMat(model).eval()
     start = time.perf_counter()
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                graph_model,
-                _example_inputs(),
+                module.eval(),
+                example,
                 dynamo=True,
-                input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
+                input_names=input_names,
+                output_names=output_names,
                 dynamic_shapes=dynamic_shapes,
                 opset_version=opset,
                 optimize=True,
@@ -94,8 +97,36 @@ def export_onnx(model: SMat, output: str | os.PathLike[str], *, opset: int = DEF
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise SmatError(f"ONNX export failed at opset {opset}: {first}") from None
     proto = onnx.load(str(output))
-    _name_output_dims(proto)
-    proto.doc_string = "SMat (automatic + interactive matting): image, prompt, state -> alpha. See the sidecar JSON."
+    name_dims(proto.graph.output, output_dims)
+    proto.doc_string = doc
     onnx.save(proto, str(output))
     onnx.checker.check_model(str(output))
     return ExportResult(output, time.perf_counter() - start, opset, output.stat().st_size)
+
+
+def dynamic_dims() -> tuple[torch.export.Dim, torch.export.Dim, torch.export.Dim]:
+    """The symbolic batch, height and width every exported graph declares."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    return batch, height, width
+
+
+def export_onnx(model: SMat, output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET) -> ExportResult:
+    """Write ``model`` as ONNX to ``output`` (the caller handles atomic replacement)."""
+    batch, height, width = dynamic_dims()
+    return export_module(
+        GraphSMat(model),
+        _example_inputs(),
+        output,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={
+            "image": {0: batch, 2: height, 3: width},
+            "prompt": {0: batch, 2: height, 3: width},
+            "state": {0: batch},
+        },
+        output_dims={"alpha": ["batch", 1, "height", "width"]},
+        doc="SMat (automatic + interactive matting): image, prompt, state -> alpha. See the sidecar JSON.",
+        opset=opset,
+    )

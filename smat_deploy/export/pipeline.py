@@ -23,6 +23,7 @@ from smat_deploy._files import atomic_output, prepare_folder
 from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.export.golden import save_golden
 from smat_deploy.export.graph_checks import check_graph, failed
+from smat_deploy.export.interactive import PairReport, export_pair
 from smat_deploy.contract import manifest_path_for
 from smat_deploy.export.manifest import build_manifest, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
@@ -45,6 +46,8 @@ class ExportReport:
     golden: tuple[Path, Path] | None = None
     notes: list[str] = field(default_factory=list)
     tensorrt_support: dict | None = None
+    #: The interactive pair (``export --interactive``), verified against the same reference.
+    pair: PairReport | None = None
 
 
 def count_layer_norms(model: SMat) -> int:
@@ -62,9 +65,13 @@ def export_float32(
     tolerance: float = DEFAULT_TOLERANCE,
     golden_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    interactive: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> ExportReport:
-    """Export the reference model to ``output_dir/smat.onnx`` with its manifest; verify on the way."""
+    """Export the reference model to ``output_dir/smat.onnx`` with its manifest; verify on the way.
+
+    ``interactive``: also write the encoder/decoder pair (:mod:`smat_deploy.export.interactive`) beside it.
+    """
     if opset < MIN_OPSET:
         raise SmatError(f"opset {opset} is too old: SMat needs >= {MIN_OPSET} (LayerNormalization as one node)")
     output_dir = prepare_folder(output_dir, "output")
@@ -114,8 +121,29 @@ def export_float32(
         manifest["model"] = ONNX_NAME
     manifest_path = write_manifest(manifest_path_for(onnx_path), manifest)
     golden = save_golden(golden_dir, model, standard_cases()) if golden_dir is not None else None
+    pair = None
+    if interactive:
+        pair = export_pair(
+            model,
+            output_dir,
+            checkpoint=checkpoint,
+            weights=weights,
+            opset=opset,
+            check=check,
+            tolerance=tolerance,
+            golden_dir=None if golden_dir is None else Path(golden_dir),
+            log=log,
+        )
     return ExportReport(
-        onnx_path, manifest_path, result.seconds, result.size_bytes, checks, parity, golden, tensorrt_support=support
+        onnx_path,
+        manifest_path,
+        result.seconds,
+        result.size_bytes,
+        checks,
+        parity,
+        golden,
+        tensorrt_support=support,
+        pair=pair,
     )
 
 
