@@ -19,10 +19,22 @@ from smat_deploy.errors import SmatError
 
 __version__ = "0.1.0"
 
-__all__ = ["Runtime", "SMat", "SMatConfig", "SmatError", "__version__", "load_model", "save_checkpoint"]
+__all__ = [
+    "PhotoEmbedding",
+    "Predictor",
+    "Runtime",
+    "SMat",
+    "SMatConfig",
+    "SmatError",
+    "__version__",
+    "load_model",
+    "save_checkpoint",
+]
 
 _LAZY = {
     "Runtime": "smat_deploy.runtime",
+    "Predictor": "smat_deploy.runtime",
+    "PhotoEmbedding": "smat_deploy.runtime",
     "SMat": "smat_deploy.model",
     "SMatConfig": "smat_deploy.model",
     "load_model": "smat_deploy.model",

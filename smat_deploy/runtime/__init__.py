@@ -5,6 +5,7 @@ imported when it opens an engine.
 """
 
 from smat_deploy.runtime.base import Backend, BackendOption, Limits, check_contract
+from smat_deploy.runtime.predictor import PhotoEmbedding, Predictor
 from smat_deploy.runtime.registry import BACKENDS, all_backends, backend_class, backend_for, describe_backends
 from smat_deploy.runtime.wrapper import Runtime, RuntimeInfo
 
@@ -13,6 +14,8 @@ __all__ = [
     "Backend",
     "BackendOption",
     "Limits",
+    "PhotoEmbedding",
+    "Predictor",
     "Runtime",
     "RuntimeInfo",
     "all_backends",

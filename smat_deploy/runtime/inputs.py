@@ -168,6 +168,13 @@ def rasterize_prompt_objects(prompt: object, batch: int, height: int, width: int
 def prepare_prompt(prompt: object, image: Array) -> Array:
     """``prompt [B,1,H,W]`` float32 of the image's kind and device."""
     batch, _, height, width = image.shape
+    return prepare_prompt_for(prompt, (int(batch), int(height), int(width)), image)
+
+
+def prepare_prompt_for(prompt: object, shape: tuple[int, int, int], like: Array) -> Array:
+    """``prompt [B,1,H,W]`` float32 for a ``(B, H, W)`` photo batch, of the kind and device of ``like``."""
+    batch, height, width = shape
+    image = like
     if prompt is None:
         if is_tensor(image):
             return _torch().zeros((batch, 1, height, width), dtype=_torch().float32, device=image.device)
@@ -237,9 +244,14 @@ def prepare_inputs(image: object, prompt: object = None, state: object = None) -
 
 def restore_output(alpha: Array, prepared: Prepared) -> Array:
     """The backend's ``alpha [B,1,H,W]`` as the caller's kind, ``HxW`` for a single photo."""
-    if prepared.device is None:
+    return restore(alpha, prepared.device, prepared.single)
+
+
+def restore(alpha: Array, device: Any, single: bool) -> Array:
+    """``alpha [B,1,H,W]`` as numpy (``device`` None) or a torch tensor on ``device``; ``HxW`` when ``single``."""
+    if device is None:
         alpha = alpha.detach().cpu().numpy() if is_tensor(alpha) else np.asarray(alpha)
     else:
         alpha = _torch().from_numpy(alpha) if isinstance(alpha, np.ndarray) else alpha
-        alpha = alpha.to(prepared.device)
-    return alpha[0, 0] if prepared.single else alpha
+        alpha = alpha.to(device)
+    return alpha[0, 0] if single else alpha

@@ -111,3 +111,40 @@ def test_nothing_loads_torch_and_the_torch_engine_says_it_is_not_installed(witho
     message = report.get("torch_engine_error")
     assert message is not None, "opening the torch engine without torch must be a SmatError"
     assert "\n" not in message and "torch" in message and "not installed" in message and "pip install" in message
+
+
+PREDICTOR_SCRIPT = (
+    SCRIPT.split("engine, photo_path, out = sys.argv[1:4]")[0]
+    + r"""
+from smat_deploy import Predictor
+
+folder, photo_path, out = sys.argv[1:4]
+photo = np.load(photo_path)
+predictor = Predictor.open(folder, device="cpu")
+embedding = predictor.embed(photo)
+for index, click in enumerate(([{"type": "point", "x": 20, "y": 10, "radius": 3}], None)):
+    np.save(f"{out}/click{index}.npy", predictor.predict(embedding, click))
+print(json.dumps({"torch_in_sys_modules": "torch" in sys.modules, "backend": predictor.backend}))
+"""
+)
+
+
+@pytest.mark.heavy
+def test_the_interactive_pair_runs_without_torch(exported, tmp_path):
+    from smat_deploy import Runtime
+
+    photo = (np.random.default_rng(9).random((40, 50, 3)) * 255).astype(np.uint8)
+    np.save(tmp_path / "photo.npy", photo)
+    result = subprocess.run(
+        [sys.executable, "-c", PREDICTOR_SCRIPT, str(exported["dir"]), str(tmp_path / "photo.npy"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"torch_in_sys_modules": False, "backend": "onnxruntime"}
+    whole = Runtime.open(exported["dir"] / "smat.onnx", device="cpu")
+    for index, click in enumerate(([{"type": "point", "x": 20, "y": 10, "radius": 3}], None)):
+        assert np.abs(np.load(tmp_path / f"click{index}.npy") - whole(photo, click)).max() <= 1e-4
