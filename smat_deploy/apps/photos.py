@@ -25,7 +25,7 @@ from smat_deploy import prompts as P
 from smat_deploy._files import prepare_folder
 from smat_deploy.errors import SmatError
 from smat_deploy.images import PHOTO_SUFFIXES
-from smat_deploy.runtime import Runtime
+from smat_deploy.runtime import Predictor, Runtime
 
 #: Photo formats a folder run picks up (case-insensitive).
 
@@ -61,6 +61,51 @@ def matte_photo(
     seconds = time.perf_counter() - start
     alpha = images.resize_alpha_nearest(np.asarray(alpha), photo.shape[:2])
     return Matte(alpha, marked if interactive is None else interactive, seconds)
+
+
+@dataclass(frozen=True)
+class PromptSetMattes:
+    """One photo, several prompt sets: the embedding was made once, then one decoder run per set."""
+
+    mattes: list[Matte]
+    embed_seconds: float
+    embedding_bytes: int
+
+
+def matte_prompt_sets(
+    predictor: Predictor,
+    photo: np.ndarray,
+    prompt_sets: list[list[P.Prompt]],
+    interactive: bool | None = None,
+    max_side: int | None = None,
+) -> PromptSetMattes:
+    """``photo`` float32 ``HxWx3`` and several prompt lists -> one alpha per list, from one embedding.
+
+    Each set is handled as :func:`matte_photo` handles its prompts (rasterised at the photo's size,
+    following a ``max_side`` cap); ``Matte.seconds`` is that set's decoder call alone.
+    """
+    working = photo if max_side is None else images.cap_long_side(photo, max_side)
+    masks = []
+    for prompts in prompt_sets:
+        mask = P.rasterize(prompts, photo.shape[:2])
+        if working is not photo:
+            mask = images.resize_alpha_nearest(mask, working.shape[:2])
+        if interactive and not mask.any():
+            raise SmatError("interactive mode needs a prompt that marks at least one pixel in every prompt set")
+        masks.append(mask)
+    start = time.perf_counter()
+    embedding = predictor.embed(working)
+    embed_seconds = time.perf_counter() - start
+    mattes = []
+    for mask in masks:
+        marked = bool(mask.any())
+        state = None if interactive is None else float(interactive)
+        start = time.perf_counter()
+        alpha = predictor.predict(embedding, mask, state)
+        seconds = time.perf_counter() - start
+        alpha = images.resize_alpha_nearest(np.asarray(alpha), photo.shape[:2])
+        mattes.append(Matte(alpha, marked if interactive is None else interactive, seconds))
+    return PromptSetMattes(mattes, embed_seconds, embedding.nbytes)
 
 
 def list_photos(folder: str | os.PathLike[str]) -> list[Path]:

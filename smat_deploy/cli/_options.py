@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 from smat_deploy import prompts as P
+from smat_deploy.contract import pair_file, read_manifest
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime import BACKENDS, Runtime, backend_for
+from smat_deploy.runtime import BACKENDS, Predictor, Runtime, backend_for
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 from smat_deploy.runtime.wrapper import shared_options
 
@@ -62,6 +63,14 @@ ThreadsOption = Annotated[
 ]
 PromptFileOption = Annotated[
     Path | None, typer.Option("--prompt", help='JSON prompt file: a list of {"type": point|box|scribble|mask, ...}.')
+]
+PromptFilesOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--prompt",
+        help='JSON prompt file: a list of {"type": point|box|scribble|mask, ...}. Repeat it for several prompt '
+        "sets: the photo is embedded once and each set gets its own alpha (-o is then a folder).",
+    ),
 ]
 PointOption = Annotated[list[str] | None, typer.Option("--point", help="Click at X,Y (pixels). Repeatable.")]
 BoxOption = Annotated[list[str] | None, typer.Option("--box", help="Box X0,Y0,X1,Y1 (half-open). Repeatable.")]
@@ -159,3 +168,39 @@ def open_engine(
     chosen = backend_for(target, backend)
     options = {**shared_options(chosen, seed=seed), **options}  # a --backend-option seed wins over --seed
     return Runtime.open(target, backend=chosen.name, device=device, **options)
+
+
+def open_predictor(
+    engine: str | None,
+    checkpoint: Path | None,
+    seed: int,
+    device: str,
+    threads: int | None = None,
+    backend: str | None = None,
+) -> Predictor:
+    """A :class:`~smat_deploy.Predictor` for ``--engine``: an export folder with the interactive pair, its encoder
+    file, a whole-model ``.onnx`` with the pair beside it (its precision's pair), ``torch`` or a checkpoint."""
+    from smat_deploy.contract import PRECISIONS
+
+    if backend not in (None, "onnxruntime", "torch"):
+        raise SmatError(f"one embedding for several prompts runs on onnxruntime or torch, not --backend {backend}")
+    if engine is None or engine == TORCH_ENGINE:
+        return Predictor.open(checkpoint or TORCH_ENGINE, device, threads=threads, seed=seed)
+    path = Path(engine)
+    precision = next((name for name, p in PRECISIONS.items() if p.file == path.name), "float32")
+    if path.suffix.lower() in (".pth", ".pt") or path.is_dir():
+        return Predictor.open(path, device, threads=threads, seed=seed)
+    if path.suffix.lower() != ".onnx":
+        raise SmatError(
+            f"one embedding for several prompts needs the interactive pair (an export folder, its encoder .onnx, "
+            f"'torch' or a checkpoint), not {path.name}"
+        )
+    manifest = read_manifest(path.with_suffix(".json")) if path.is_file() else None
+    if manifest is not None and isinstance(manifest.get("pair"), dict):
+        return Predictor.open(path, device, threads=threads)
+    if not (path.parent / pair_file("encoder", precision)).is_file():
+        raise SmatError(
+            f"several prompt sets need the interactive pair beside {path.name}: "
+            f"smat-deploy export --interactive -o {path.parent}"
+        )
+    return Predictor.open(path.parent, device, precision=precision, threads=threads)

@@ -12,7 +12,14 @@ import typer
 from tqdm import tqdm
 
 from smat_deploy import images, prompts
-from smat_deploy.apps.photos import list_photos, matte_folder, matte_photo, output_paths, prepare_output_folder
+from smat_deploy.apps.photos import (
+    list_photos,
+    matte_folder,
+    matte_photo,
+    matte_prompt_sets,
+    output_paths,
+    prepare_output_folder,
+)
 from smat_deploy.cli._options import (
     BackendOption,
     BackendOptionsOption,
@@ -22,13 +29,14 @@ from smat_deploy.cli._options import (
     EngineOption,
     MaskOption,
     PointOption,
-    PromptFileOption,
+    PromptFilesOption,
     RadiusOption,
     ScribbleOption,
     SeedOption,
     ThreadsOption,
     collect_prompts,
     open_engine,
+    open_predictor,
 )
 from smat_deploy.cli._output import print_json
 from smat_deploy.contract import MIN_SIDE
@@ -49,6 +57,12 @@ EPILOG = """Examples (automatic; two clicks; a box with real weights; an ONNX en
   smat-deploy matte photo.jpg --engine export/smat.onnx --backend openvino --backend-option hint=latency -o alpha.png
 
   smat-deploy matte photos/ -o alphas/ --cutout cutouts/ --engine export/smat.onnx
+
+  smat-deploy matte photo.jpg --prompt a.json --prompt b.json -o alphas/ --engine export/   # embeds once
+
+Several --prompt files: the photo is embedded once (the interactive pair from `smat-deploy export
+--interactive`, or the PyTorch reference) and each prompt set is one decoder run; alphas are written
+as OUT/<prompt stem>.png (cutouts likewise).
 
 Folder mode: every photo directly in the folder; a photo's prompts come from a prompt file with the
 same stem beside it (dog.jpg -> dog.json), else it is matted automatically; alphas are written as
@@ -94,7 +108,7 @@ def matte(
     device: DeviceOption = "auto",
     checkpoint: CheckpointOption = None,
     threads: ThreadsOption = None,
-    prompt: PromptFileOption = None,
+    prompt: PromptFilesOption = None,
     point: PointOption = None,
     box: BoxOption = None,
     scribble: ScribbleOption = None,
@@ -125,11 +139,31 @@ def matte(
             )
         _matte_folder(image, output, cutout, open_runtime, state, max_side, json_output)
         return
+    if prompt is not None and len(prompt) > 1:
+        if any([point, box, scribble, mask]):
+            raise SmatError("with several --prompt files, put every prompt into the files (no --point/--box/...)")
+        _matte_prompt_sets(
+            image,
+            prompt,
+            output,
+            cutout,
+            engine,
+            checkpoint,
+            seed,
+            device,
+            threads,
+            backend,
+            backend_option,
+            state,
+            max_side,
+            json_output,
+        )
+        return
     images.check_image_output(output)
     if cutout is not None:
         images.check_image_output(cutout, transparency=True)
     photo = images.load_image(image)
-    prompt_list = collect_prompts(prompt, point, box, scribble, mask, point_radius)
+    prompt_list = collect_prompts(prompt[0] if prompt else None, point, box, scribble, mask, point_radius)
     if state is Mode.interactive and not prompts.rasterize(prompt_list, photo.shape[:2]).any():
         raise SmatError("--state interactive needs a prompt that marks at least one pixel")
     runtime = open_runtime()
@@ -158,6 +192,80 @@ def matte(
         f"in {result.seconds:.2f}s on {info.backend} ({info.device}) -> {output}{extra}"
     )
     _note_untrained(runtime)
+
+
+def _matte_prompt_sets(
+    image: Path,
+    prompt_files: list[Path],
+    output: Path,
+    cutout: Path | None,
+    engine: str | None,
+    checkpoint: Path | None,
+    seed: int,
+    device: str,
+    threads: int | None,
+    backend: str | None,
+    backend_option: list[str] | None,
+    state: Mode | None,
+    max_side: int | None,
+    json_output: bool,
+) -> None:
+    """One photo, several prompt files: one embedding, one alpha per file (OUT/<prompt stem>.png)."""
+    if backend_option:
+        raise SmatError("--backend-option does not apply to several --prompt files (they run on the interactive pair)")
+    stems = [path.stem for path in prompt_files]
+    if len(set(stems)) != len(stems):
+        twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+        raise SmatError(f"prompt files must have different names (each gives OUT/<stem>.png): {', '.join(twice)}")
+    prompt_sets = [prompts.load_prompt_file(path) for path in prompt_files]
+    photo = images.load_image(image)
+    folders = [(output, "--output"), *([] if cutout is None else [(cutout, "--cutout")])]
+    for folder, what in folders:
+        if folder.exists() and not folder.is_dir():
+            raise SmatError(f"{what} must be a folder with several --prompt files, but {folder} is a file")
+        if folder.resolve() == image.parent.resolve():
+            raise SmatError(f"{what} must differ from the photo's folder {image.parent}: an alpha could replace a file")
+    predictor = open_predictor(engine, checkpoint, seed, device, threads, backend)  # fails before folders are made
+    for folder, what in folders:
+        prepare_output_folder(folder, image.parent, what)
+    result = matte_prompt_sets(predictor, photo, prompt_sets, _interactive(state), max_side)
+    rows = []
+    for stem, prompt_list, matte_result in zip(stems, prompt_sets, result.mattes, strict=True):
+        alpha_path = images.save_alpha(output / f"{stem}.png", matte_result.alpha)
+        cutout_path = None
+        if cutout is not None:
+            cutout_path = images.save_cutout(cutout / f"{stem}.png", photo, matte_result.alpha)
+        rows.append(
+            {
+                "prompt_file": str(prompt_files[stems.index(stem)]),
+                "mode": "interactive" if matte_result.interactive else "automatic",
+                "prompt": str(prompts.prompt_kind(prompt_list)),
+                "alpha": str(alpha_path),
+                "cutout": None if cutout_path is None else str(cutout_path),
+                "seconds": round(matte_result.seconds, 3),
+            }
+        )
+    info = predictor.info
+    summary = {
+        "image": str(image),
+        "size": [photo.shape[1], photo.shape[0]],
+        "engine": {k: info[k] for k in ("backend", "source", "precision", "device")},
+        "embedded_once": True,
+        "embed_seconds": round(result.embed_seconds, 3),
+        "embedding_mb": round(result.embedding_bytes / 1e6, 1),
+        "prompt_sets": rows,
+    }
+    if json_output:
+        print_json("matte", summary)
+        return
+    typer.echo(
+        f"{image}: {photo.shape[1]}x{photo.shape[0]} embedded once in {result.embed_seconds:.2f}s "
+        f"({summary['embedding_mb']} MB) on {info['backend']} ({info['device']}); {len(rows)} prompt sets:"
+    )
+    for row in rows:
+        typer.echo(
+            f"  {row['prompt_file']}: {row['mode']} ({row['prompt']}) in {row['seconds']:.2f}s -> {row['alpha']}"
+        )
 
 
 def _note_untrained(runtime: Runtime) -> None:
