@@ -1,4 +1,5 @@
-"""``smat-deploy bench``: engines side by side (latency, throughput, memory, accuracy, FLOP rate) and a size sweep."""
+"""``smat-deploy bench``: engines side by side (latency, throughput, memory, accuracy, FLOP rate) and a size sweep;
+``--interactive``: embed vs per-click vs whole-model time of the exported pair, judged against the speed-up goals."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ EPILOG = """Examples:
 
   smat-deploy bench --engine export/smat.onnx --backend onnxruntime --backend openvino
 
+  smat-deploy bench --interactive --engine export/ --iters 5
+
+--interactive measures a folder from smat-deploy export --interactive (default: export/): the
+whole model (smat.onnx), embed and one click (smat_encoder.onnx + smat_decoder.onnx) in rounds in
+one process, ONNX Runtime CPU float32, batch 1, at 518x518, 1024x768 and 1560x1040 unless --sizes
+says otherwise. Its exit status is 1 when a per-click speed-up goal is missed (2.2x at 518x518, 3x
+at 1024x768, 4x at 1560x1040) or the pair's alpha differs from the whole model's; the table is
+printed either way.
+
 Exit status: 0 when every engine that is available here ran; 1 when any engine failed while opening
 or running (its row says why; the others still ran); 2 on bad input. Engines whose backend is missing
 (TensorRT without the tensorrt package or a GPU) are listed as unavailable and do not fail the run.
@@ -42,14 +52,23 @@ or running (its row says why; the others still ran); 2 on bad input. Engines who
 
 def bench_command(
     engine: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--engine",
             "-e",
             help="An engine: 'torch' (the reference; see --checkpoint), .pth/.pt, .onnx or .plan. "
-            "Repeatable; the first is the baseline of the speedup column.",
+            "Repeatable; the first is the baseline of the speedup column. With --interactive: one folder "
+            "holding smat.onnx and the pair (default: export).",
         ),
-    ],
+    ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            help="Time embed, one click and the whole model of an interactive export, interleaved, "
+            "and judge the per-click speed-up goals.",
+        ),
+    ] = False,
     backend: Annotated[
         list[str] | None,
         typer.Option(
@@ -60,12 +79,25 @@ def bench_command(
     ] = None,
     backend_option: BackendOptionsOption = None,
     sizes: Annotated[
-        str,
-        typer.Option(help="Image sizes WIDTHxHEIGHT (N for NxN), comma-separated; two or more make a sweep."),
-    ] = "518x518",
+        str | None,
+        typer.Option(
+            help="Image sizes WIDTHxHEIGHT (N for NxN), comma-separated; two or more make a sweep. "
+            "Default: 518x518; with --interactive 518x518,1024x768,1560x1040.",
+            show_default=False,
+        ),
+    ] = None,
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
-    warmup: Annotated[int, typer.Option(help="Untimed calls before timing, per engine and size.")] = 1,
-    iters: Annotated[int, typer.Option(help="Timed calls per engine and size.")] = 5,
+    warmup: Annotated[
+        int, typer.Option(help="Untimed calls before timing, per engine and size (--interactive: rounds per size).")
+    ] = 1,
+    iters: Annotated[
+        int,
+        typer.Option(
+            "--iters",
+            "--repeat",
+            help="Timed calls per engine and size (--interactive: timed rounds per size, each whole, embed, click).",
+        ),
+    ] = 5,
     threads: ThreadsOption = None,
     device: DeviceOption = "auto",
     checkpoint: CheckpointOption = None,
@@ -82,10 +114,27 @@ def bench_command(
     ] = False,
 ) -> None:
     """Benchmark engines side by side: latency p50/p90/p99, images/s, peak memory, accuracy vs the reference."""
+    if interactive:
+        others = {
+            "--backend": backend,
+            "--backend-option": backend_option,
+            "--checkpoint": checkpoint,
+            "--plot": plot != Path("bench.png") or no_plot,
+            "--batch": batch != "1",
+            "--matmul-size": matmul_size != DEFAULT_MATMUL_SIZE,
+        }
+        if given := [name for name, value in others.items() if value]:
+            raise SmatError(f"bench --interactive does not take {', '.join(given)}")
+        if device not in ("auto", "cpu"):
+            raise SmatError(f"bench --interactive measures ONNX Runtime on the CPU; --device {device} is not supported")
+        _interactive(engine, sizes, warmup, iters, threads, seed, json_output)
+        return
+    if not engine:
+        raise SmatError("bench needs at least one --engine (or --interactive with an export folder)")
     options = parse_backend_options_and_threads(threads, backend_option)  # threads also sizes the matmul
     config = BenchConfig(
         engines=engine,
-        sizes=[Size(size.width, size.height) for size in parse_image_sizes(sizes, "--sizes")],
+        sizes=[Size(size.width, size.height) for size in parse_image_sizes(sizes or "518x518", "--sizes")],
         batches=list(dict.fromkeys(parse_batches(batch, "--batch"))),
         warmup=warmup,
         iters=iters,
@@ -115,3 +164,52 @@ def bench_command(
     if failed := report.failed:
         names = ", ".join(sorted({row["engine"] for row in failed}))
         raise CheckFailed(f"{len(failed)} run(s) failed ({names}); see the status column")
+
+
+def _interactive(
+    engine: list[str] | None,
+    sizes: str | None,
+    warmup: int,
+    iters: int,
+    threads: int | None,
+    seed: int,
+    json_output: bool,
+) -> None:
+    from smat_deploy.evaluation.bench.interactive import (
+        DEFAULT_SIZES,
+        InteractiveConfig,
+        format_interactive,
+        run_interactive_bench,
+    )
+
+    if engine and len(engine) > 1:
+        raise SmatError("bench --interactive takes one --engine: the folder holding smat.onnx and the pair")
+    if threads is not None and threads < 1:
+        raise SmatError(f"--threads must be at least 1, got {threads}")
+    chosen = (
+        DEFAULT_SIZES if sizes is None else tuple(Size(s.width, s.height) for s in parse_image_sizes(sizes, "--sizes"))
+    )
+    config = InteractiveConfig(
+        engine=Path(engine[0]) if engine else None,
+        sizes=chosen,
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        seed=seed,
+    )
+    with progress_bars("bench --interactive", "call") as progress:
+        report = run_interactive_bench(config, progress)
+    if json_output:
+        print_json("bench-interactive", report.as_dict())
+    else:
+        typer.echo(format_interactive(report))
+    problems = []
+    if report.missed:
+        problems.append(
+            "per-click speed-up goal missed at "
+            + ", ".join(f"{row['size']} ({row['speedup']:.2f}x < {row['goal']:g}x)" for row in report.missed)
+        )
+    if not report.pair_matches:
+        problems.append("the pair's alpha differs from the whole model's beyond the export gate")
+    if problems:
+        raise CheckFailed("; ".join(problems))

@@ -123,3 +123,70 @@ def attention_half_side(config: SMatConfig | None = None) -> int:
     while smat_flops(side, side, config=config).attention_share < 0.5:
         side += PATCH_SIZE
     return side
+
+
+@dataclass(frozen=True)
+class PairFlops:
+    """FLOPs of the exported interactive pair (``smat_encoder.onnx`` / ``smat_decoder.onnx``) beside the whole
+    model's, same convention.
+
+    The encoder is the backbone, the whole ConvStream and the first fusion convolution over its 576
+    prompt-independent input channels (``fusion0``); the decoder is the prompt part (candidate token,
+    cross-attention, similarity), the first fusion convolution's similarity channel, the ConvStream's
+    first stage again (``D1`` is remade from ``image16`` rather than kept), the other fusion blocks and
+    the matting head. So ``encoder + decoder`` exceeds ``whole`` by that one small convolution.
+    """
+
+    height: int
+    width: int
+    batch: int
+    encoder: float
+    decoder: float
+    whole: float
+
+    @property
+    def decoder_share(self) -> float:
+        """The prompt-dependent part's share of a whole-model run."""
+        return self.decoder / self.whole
+
+    @property
+    def ideal_speedup(self) -> float:
+        """A click's speed-up over a whole-model run if time followed FLOPs: ``whole / decoder``."""
+        return self.whole / self.decoder
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "decoder_share": self.decoder_share, "ideal_speedup": self.ideal_speedup}
+
+
+def convstream_flops(height: int, width: int, batch: int = 1, config: SMatConfig | None = None) -> list[float]:
+    """FLOPs of each ConvStream stage (``D1``, ``D2``, ``D3``) on ``batch`` images of ``height x width``."""
+    config = config or SMatConfig()
+    dec, patch = config.decoder, config.backbone.patch_size
+    padded_h, padded_w = padded_shape(height, width, patch)
+    side_h, side_w = 16 * (padded_h // patch), 16 * (padded_w // patch)
+    chans = (dec.image_chans, *dec.convstream_out)
+    return [
+        2.0 * batch * _conv(side_h // 2 ** (stage + 1), side_w // 2 ** (stage + 1), chans[stage], chans[stage + 1], 3)
+        for stage in range(len(dec.convstream_out))
+    ]
+
+
+def pair_flops(height: int, width: int, batch: int = 1, config: SMatConfig | None = None) -> PairFlops:
+    """How a whole-model run's FLOPs split between embedding a photo and answering one prompt on it."""
+    config = config or SMatConfig()
+    whole = smat_flops(height, width, batch, config)
+    stages = convstream_flops(height, width, batch, config)
+    fusion_and_head = whole.decoder - sum(stages)
+    dec, patch = config.decoder, config.backbone.patch_size
+    padded_h, padded_w = padded_shape(height, width, patch)
+    fixed_chans = dec.feature_chans + dec.convstream_out[-1]  # D3 and the upsampled features
+    side_h, side_w = 2 * (padded_h // patch), 2 * (padded_w // patch)
+    fusion0 = 2.0 * batch * _conv(side_h, side_w, fixed_chans, dec.fusion_out[0], 3)
+    return PairFlops(
+        height=height,
+        width=width,
+        batch=batch,
+        encoder=whole.backbone + sum(stages) + fusion0,
+        decoder=whole.prompt + stages[0] + fusion_and_head - fusion0,
+        whole=whole.total,
+    )
