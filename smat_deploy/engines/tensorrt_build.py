@@ -1,5 +1,9 @@
 """TensorRT engine builder: strongly typed network, one optimisation profile, timing cache.
 
+The interactive pair (``smat_encoder.onnx`` + ``smat_decoder.onnx``) is built with :func:`build_pair`:
+two engines whose profiles match, the decoder's derived from the encoder's image profile
+(:mod:`smat_deploy.engines.pair_profiles`), each with a sidecar JSON naming its partner.
+
 Precision is decided in the ONNX file (FP16 by AutoCast, INT8 by explicit Q/DQ), so the network is
 built strongly typed: TensorRT 11 only builds such networks; on TensorRT 10 we ask for
 ``STRONGLY_TYPED`` explicitly. The engine is written as a plain ``.plan`` (nothing prepended, so any
@@ -11,21 +15,25 @@ so a bad request fails with the same message on every machine.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
-from smat_deploy.contract import MIN_SIDE
 from smat_deploy._files import atomic_output, sha256_of
+from smat_deploy.contract import INPUTS as INPUT_SPECS
+from smat_deploy.contract import MIN_SIDE, PAIR_IO, PAIR_ROLES, manifest_path_for, pair_file, read_manifest
+from smat_deploy.contract import OUTPUTS as OUTPUT_SPECS
 from smat_deploy.engines.cpu_graph import uses_onnxruntime_operators
+from smat_deploy.engines.pair_profiles import ProfileShapes, decoder_shapes, encoder_shapes, profile_record
 from smat_deploy.errors import SmatError
 from smat_deploy.export.graph_checks import check_graph
-from smat_deploy.contract import manifest_path_for, read_manifest
 from smat_deploy.export.manifest import write_manifest
 
 ENGINE_MANIFEST_FORMAT = "smat-deploy/engine-manifest/1"
@@ -96,25 +104,34 @@ def tensorrt_status() -> tuple[bool, str]:
     return True, "ok"
 
 
-def check_smat_onnx(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Refuse a file that is not an SMat ONNX model with the exported I/O contract."""
-    onnx_path = Path(onnx_path)
+def _check_onnx(onnx_path: Path, io: tuple[list[dict], list[dict]] = (INPUT_SPECS, OUTPUT_SPECS)) -> onnx.ModelProto:
     if not onnx_path.is_file():
         raise SmatError(f"ONNX file not found: {onnx_path}")
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as err:
         raise SmatError(f"not a readable ONNX model: {onnx_path} ({type(err).__name__})") from None
-    contract = next(c for c in check_graph(model) if c.name == "io_contract")
+    contract = next(c for c in check_graph(model, io=io) if c.name == "io_contract")
     if not contract.passed:
+        role = pair_role(onnx_path)
+        if role is not None and io[0] == INPUT_SPECS:
+            raise SmatError(
+                f"{onnx_path} is the interactive pair's {role}: build both engines with "
+                "smat-deploy build --interactive --onnx <the pair's folder> (or --onnx <its encoder>)"
+            )
         raise SmatError(f"{onnx_path} is not an SMat model: {contract.detail}")
     contrib = uses_onnxruntime_operators(model)
     if contrib:
         raise SmatError(
             f"{onnx_path} is tuned for ONNX Runtime CPU ({', '.join(contrib[:3])}): "
-            "build TensorRT engines from smat.onnx, smat_fp16.onnx or smat_int8.onnx"
+            "build TensorRT engines from smat.onnx, smat_fp16.onnx or smat_int8.onnx (or their pairs)"
         )
     return model
+
+
+def check_smat_onnx(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Refuse a file that is not an SMat ONNX model with the exported I/O contract."""
+    return _check_onnx(Path(onnx_path))
 
 
 def _gpu() -> dict:
@@ -125,30 +142,31 @@ def _gpu() -> dict:
     return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
 
 
-def build_engine(
-    onnx_path: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    profile: Profile | None = None,
-    timing_cache: str | os.PathLike[str] | None = None,
-    workspace_gb: float | None = None,
-    optimization_level: int = 3,
-    hardware_compatible: bool = False,
-    version_compatible: bool = False,
-) -> BuildResult:
-    """Build a strongly typed engine from ``onnx_path``; write ``output`` and its sidecar JSON."""
-    profile = (profile or Profile()).validate()
-    check_smat_onnx(onnx_path)
+def _check_options(optimization_level: int, workspace_gb: float | None) -> None:
     if not 0 <= optimization_level <= 5:
         raise SmatError(f"--optimization-level must be 0..5, got {optimization_level}")
     if workspace_gb is not None and workspace_gb <= 0:
         raise SmatError(f"--workspace must be positive, got {workspace_gb}")
+
+
+def _require_tensorrt(what: str = "an engine") -> None:
     available, reason = tensorrt_status()
     if not available:
-        raise SmatError(f"cannot build an engine: {reason}")
-    import tensorrt as trt
+        raise SmatError(f"cannot build {what}: {reason}")
 
-    start = time.perf_counter()
+
+@dataclass(frozen=True)
+class _Options:
+    timing_cache: Path | None
+    workspace_gb: float | None
+    optimization_level: int
+    hardware_compatible: bool
+    version_compatible: bool
+
+
+def _serialize(trt: Any, onnx_path: Path, shapes: ProfileShapes, options: _Options) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network, build it with one profile of ``shapes`` (``{input: (min,
+    opt, max)}``) and return the serialized engine; the timing cache (when given) is read first and updated after."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -166,40 +184,37 @@ def build_engine(
             errors.append(f"node {name} ({operator}): {error.desc()}")
         raise SmatError(f"TensorRT cannot parse {onnx_path}: " + "; ".join(errors[:4]))
     config = builder.create_builder_config()
-    config.builder_optimization_level = optimization_level
-    if workspace_gb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if hardware_compatible:
+    config.builder_optimization_level = options.optimization_level
+    if options.workspace_gb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
+    if options.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if version_compatible:
+    if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     optimisation_profile = builder.create_optimization_profile()
-    for name in INPUTS:
-        optimisation_profile.set_shape(
-            name,
-            profile.min.input_shapes()[name],
-            profile.opt.input_shapes()[name],
-            profile.max.input_shapes()[name],
-        )
+    for name, (low, opt, high) in shapes.items():
+        optimisation_profile.set_shape(name, low, opt, high)
     config.add_optimization_profile(optimisation_profile)
-    cache = None
-    if timing_cache is not None and Path(timing_cache).is_file():
-        cache = config.create_timing_cache(Path(timing_cache).read_bytes())
+    timing_cache = options.timing_cache
+    if timing_cache is not None and timing_cache.is_file():
+        cache = config.create_timing_cache(timing_cache.read_bytes())
     else:
         cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise SmatError("TensorRT failed to build the engine (see the warnings above)")
-    output = Path(output)
-    with atomic_output(output) as tmp:
-        tmp.write_bytes(bytes(serialized))
+        raise SmatError(f"TensorRT failed to build an engine from {onnx_path.name} (see the warnings above)")
     if timing_cache is not None:
         with atomic_output(timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    seconds = time.perf_counter() - start
+    return bytes(serialized)
+
+
+def _engine_manifest(
+    output: Path, onnx_path: Path, profile: Profile, options: _Options, version: str, seconds: float
+) -> dict:
     source_manifest = read_manifest(manifest_path_for(onnx_path)) or {}
-    manifest = {
+    return {
         "format": ENGINE_MANIFEST_FORMAT,
         "engine": output.name,
         "sha256": sha256_of(output),
@@ -208,13 +223,218 @@ def build_engine(
         "precision_source": "decided in the ONNX file (strongly typed network)",
         "source_onnx": str(onnx_path),
         "source_onnx_sha256": sha256_of(onnx_path),
-        "tensorrt_version": trt.__version__,
+        "tensorrt_version": version,
         "gpu": _gpu(),
-        "builder_optimization_level": optimization_level,
-        "hardware_compatible": hardware_compatible,
-        "version_compatible": version_compatible,
+        "builder_optimization_level": options.optimization_level,
+        "hardware_compatible": options.hardware_compatible,
+        "version_compatible": options.version_compatible,
         "build_seconds": round(seconds, 1),
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    profile: Profile | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    workspace_gb: float | None = None,
+    optimization_level: int = 3,
+    hardware_compatible: bool = False,
+    version_compatible: bool = False,
+) -> BuildResult:
+    """Build a strongly typed engine from ``onnx_path``; write ``output`` and its sidecar JSON."""
+    profile = (profile or Profile()).validate()
+    check_smat_onnx(onnx_path)
+    _check_options(optimization_level, workspace_gb)
+    _require_tensorrt()
+    import tensorrt as trt
+
+    onnx_path = Path(onnx_path)
+    options = _Options(
+        None if timing_cache is None else Path(timing_cache),
+        workspace_gb,
+        optimization_level,
+        hardware_compatible,
+        version_compatible,
+    )
+    start = time.perf_counter()
+    shapes = {
+        name: (profile.min.input_shapes()[name], profile.opt.input_shapes()[name], profile.max.input_shapes()[name])
+        for name in INPUTS
+    }
+    serialized = _serialize(trt, onnx_path, shapes, options)
+    output = Path(output)
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(serialized)
+    seconds = time.perf_counter() - start
+    manifest = _engine_manifest(output, onnx_path, profile, options, trt.__version__, seconds)
     manifest_path = write_manifest(manifest_path_for(output), manifest)
     return BuildResult(output, manifest_path, seconds, trt.__version__)
+
+
+# -- the interactive pair ------------------------------------------------------------------------------
+@dataclass
+class PairBuildResult:
+    encoder: BuildResult
+    decoder: BuildResult
+    seconds: float
+    tensorrt_version: str
+    #: ``{input name: (min, opt, max)}`` of each engine's profile.
+    shapes: dict[str, ProfileShapes]
+
+
+@dataclass(frozen=True)
+class PairSources:
+    """The two ONNX files of an interactive pair, checked to belong together."""
+
+    encoder: Path
+    decoder: Path
+    weights_sha256: str
+    models: dict[str, onnx.ModelProto]
+
+
+def _pair_manifest(path: Path, role: str) -> dict:
+    sidecar = manifest_path_for(path)
+    try:
+        manifest = read_manifest(sidecar)
+    except ValueError as err:
+        raise SmatError(f"{sidecar} is not valid JSON: {err}") from None
+    if manifest is None:
+        raise SmatError(f"{path.name} has no manifest ({sidecar.name}): the pair cannot be verified")
+    pair = manifest.get("pair") if isinstance(manifest, dict) else None
+    if not isinstance(pair, dict) or pair.get("role") not in PAIR_ROLES:
+        raise SmatError(f"{path.name} is not part of an interactive pair (its manifest has no pair role)")
+    if pair["role"] != role:
+        raise SmatError(
+            f"{path.name} is the pair's {pair['role']}: give its encoder (or the folder with --interactive)"
+        )
+    return manifest
+
+
+def pair_role(path: str | os.PathLike[str]) -> str | None:
+    """``"encoder"``/``"decoder"`` when ``path``'s sidecar JSON says it is a half of the interactive pair, else None."""
+    try:
+        manifest = read_manifest(manifest_path_for(path))
+    except (OSError, ValueError):
+        return None
+    pair = manifest.get("pair") if isinstance(manifest, dict) else None
+    role = pair.get("role") if isinstance(pair, dict) else None
+    return role if role in PAIR_ROLES else None
+
+
+def find_pair_encoder(folder: str | os.PathLike[str], precision: str = "float32", suffix: str = ".onnx") -> Path:
+    """The encoder file of ``precision``'s pair in ``folder`` (``smat_encoder.onnx``, ``smat_encoder_fp16.onnx``...)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SmatError(f"folder not found: {folder}")
+    try:
+        name = Path(pair_file("encoder", precision)).with_suffix(suffix).name
+    except KeyError:
+        raise SmatError(f"unknown precision {precision!r}") from None
+    encoder = folder / name
+    if not encoder.is_file():
+        raise SmatError(f"{folder} has no {name}: make the pair with smat-deploy export --interactive -o {folder}")
+    return encoder
+
+
+def check_pair_onnx(encoder_onnx: str | os.PathLike[str]) -> PairSources:
+    """An encoder ONNX file and the decoder its manifest names: both readable, each with its half's I/O contract,
+    naming each other, exported from the same weights, and not tuned for ONNX Runtime's CPU kernels."""
+    encoder = Path(encoder_onnx)
+    if not encoder.is_file():
+        raise SmatError(f"ONNX file not found: {encoder}")
+    manifests = {"encoder": _pair_manifest(encoder, "encoder")}
+    decoder = encoder.parent / str(manifests["encoder"]["pair"].get("partner"))
+    if not decoder.is_file():
+        raise SmatError(f"{encoder.name}'s decoder {decoder.name} is not beside it")
+    manifests["decoder"] = _pair_manifest(decoder, "decoder")
+    if manifests["decoder"]["pair"].get("partner") != encoder.name:
+        raise SmatError(
+            f"{decoder.name} names {manifests['decoder']['pair'].get('partner')} as its encoder, not {encoder.name}"
+        )
+    keys = {role: m["pair"].get("weights_sha256") for role, m in manifests.items()}
+    if keys["encoder"] != keys["decoder"] or not keys["encoder"]:
+        raise SmatError(
+            f"{encoder.name} and {decoder.name} were exported from different weights "
+            f"(weights_sha256 {str(keys['encoder'])[:12]} vs {str(keys['decoder'])[:12]}): "
+            "export both again with smat-deploy export --interactive"
+        )
+    models = {role: _check_onnx(path, PAIR_IO[role]) for role, path in (("encoder", encoder), ("decoder", decoder))}
+    return PairSources(encoder, decoder, str(keys["encoder"]), models)
+
+
+def onnx_io(model: onnx.ModelProto) -> dict[str, list[dict]]:
+    """A model file's declared inputs and outputs as manifests write them: name, dtype, shape (names for dynamic)."""
+
+    def spec(value: onnx.ValueInfoProto) -> dict:
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "undefined"
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+        return {"name": value.name, "dtype": dtype, "shape": dims}
+
+    weights = {init.name for init in model.graph.initializer}
+    return {
+        "inputs": [spec(v) for v in model.graph.input if v.name not in weights],
+        "outputs": [spec(v) for v in model.graph.output],
+    }
+
+
+def build_pair(
+    encoder_onnx: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    profile: Profile | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    workspace_gb: float | None = None,
+    optimization_level: int = 3,
+    hardware_compatible: bool = False,
+    version_compatible: bool = False,
+) -> PairBuildResult:
+    """Build the interactive pair's engines with matching profiles: ``<output_dir>/smat_encoder.plan`` from the
+    encoder's image ``profile`` and ``smat_decoder.plan`` with every input's profile derived from it
+    (:func:`~smat_deploy.engines.pair_profiles.decoder_shapes`), each with its sidecar JSON.
+
+    Both engines are built before either file is written, so a failure leaves no half pair behind.
+    """
+    profile = (profile or Profile()).validate()
+    sources = check_pair_onnx(encoder_onnx)
+    _check_options(optimization_level, workspace_gb)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SmatError(f"the pair's engines go into a folder, but {output_dir} is a file")
+    _require_tensorrt("the pair's engines")
+    import tensorrt as trt
+
+    options = _Options(
+        None if timing_cache is None else Path(timing_cache),
+        workspace_gb,
+        optimization_level,
+        hardware_compatible,
+        version_compatible,
+    )
+    shapes = {"encoder": encoder_shapes(profile), "decoder": decoder_shapes(profile)}
+    onnx_paths = {"encoder": sources.encoder, "decoder": sources.decoder}
+    outputs = {role: output_dir / f"{path.stem}.plan" for role, path in onnx_paths.items()}
+    start = time.perf_counter()
+    serialized, seconds = {}, {}
+    for role in PAIR_ROLES:
+        began = time.perf_counter()
+        serialized[role] = _serialize(trt, onnx_paths[role], shapes[role], options)
+        seconds[role] = time.perf_counter() - began
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for role in PAIR_ROLES:
+            stack.enter_context(atomic_output(outputs[role])).write_bytes(serialized[role])
+    results = {}
+    for role, partner in zip(PAIR_ROLES, reversed(PAIR_ROLES), strict=True):
+        manifest = _engine_manifest(outputs[role], onnx_paths[role], profile, options, trt.__version__, seconds[role])
+        manifest |= {
+            **onnx_io(sources.models[role]),
+            "tensor_profiles": profile_record(shapes[role]),
+            "pair": {"role": role, "partner": outputs[partner].name, "weights_sha256": sources.weights_sha256},
+        }
+        manifest_path = write_manifest(manifest_path_for(outputs[role]), manifest)
+        results[role] = BuildResult(outputs[role], manifest_path, seconds[role], trt.__version__)
+    return PairBuildResult(results["encoder"], results["decoder"], time.perf_counter() - start, trt.__version__, shapes)

@@ -10,6 +10,11 @@ the optimisation profile ``smat-deploy build`` recorded), and the summary says s
 With ``max_batch_size > 0`` Triton's ``dims`` leave out the batch dimension: ``image [B,3,H,W]`` becomes
 ``dims: [ 3, -1, -1 ]`` and ``state [B,1]`` becomes ``dims: [ 1 ]``. Static sizes (a fixed-size export)
 stay numbers; a fixed batch turns Triton's batching off (``max_batch_size: 0``, full shapes).
+
+The interactive pair (``smat-deploy export --interactive``, or its engines from ``smat-deploy build
+--interactive``) becomes two models, ``<name>_encoder`` (``image`` -> the five embedding tensors) and
+``<name>_decoder`` (the embedding, ``prompt`` and ``state`` -> ``alpha``), each written from its own
+file's I/O like a single engine (:func:`pair_io`, :func:`write_pair_repository`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smat_deploy._files import atomic_output
+from smat_deploy.contract import MIN_SIDE, PAIR_IO, PAIR_ROLES, manifest_path_for, pair_file, read_manifest
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.base import CONTRACT_INPUTS, CONTRACT_OUTPUTS, Limits, TensorSpec
 from smat_deploy.serve.server import check_model_name
@@ -56,9 +62,14 @@ def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 else None
 
 
-def _io_from_sidecar(engine: Path, platform: tuple[str, str], reason: str) -> EngineIO:
-    """An engine this machine cannot open, described by its sidecar JSON: the contract plus the recorded profile."""
-    from smat_deploy.contract import manifest_path_for, read_manifest
+def _io_from_sidecar(
+    engine: Path,
+    platform: tuple[str, str],
+    reason: str,
+    specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = (CONTRACT_INPUTS, CONTRACT_OUTPUTS),
+) -> EngineIO:
+    """An engine this machine cannot open, described by its sidecar JSON: ``specs`` (the contract) or the I/O the
+    sidecar records, plus the recorded optimisation profile."""
     from smat_deploy.engines.tensorrt_build import Shape
 
     sidecar = manifest_path_for(engine)
@@ -71,11 +82,19 @@ def _io_from_sidecar(engine: Path, platform: tuple[str, str], reason: str) -> En
         raise SmatError(f"{reason}, and {engine} has no sidecar JSON with its optimisation profile ({sidecar})")
     low, high = Shape.parse(str(profile["min"]), "profile min"), Shape.parse(str(profile["max"]), "profile max")
     limits = Limits((low.batch, high.batch), (low.height, high.height), (low.width, high.width))
+    recorded = [manifest.get(key) for key in ("inputs", "outputs")]
+    if all(isinstance(items, list) and items for items in recorded):
+        try:
+            specs = tuple(  # type: ignore[assignment]
+                tuple(TensorSpec(str(i["name"]), str(i["dtype"]), tuple(i["shape"])) for i in items)
+                for items in recorded
+            )
+        except (KeyError, TypeError):
+            raise SmatError(f"{sidecar} records its inputs/outputs without name, dtype and shape") from None
     return EngineIO(
         engine,
         *platform,
-        CONTRACT_INPUTS,
-        CONTRACT_OUTPUTS,
+        *specs,
         limits,
         str(manifest.get("precision", "unknown")),
         f"sidecar {sidecar.name} ({reason})",
@@ -195,8 +214,9 @@ def triton_model(
     if io.platform == "tensorrt_plan" and kind == "cpu":
         raise SmatError("a TensorRT engine runs on a GPU: --kind cpu is for .onnx models")
     notes = []
-    image = next(spec for spec in io.inputs if spec.name == "image")
-    fixed_batch = _static(image.shape[0])
+    # The batch is the first axis of every tensor; read it from the image (the decoder of the pair has none).
+    first = next((spec for spec in io.inputs if spec.name == "image"), io.inputs[0])
+    fixed_batch = _static(first.shape[0])
     batched = fixed_batch is None
     if batched:
         engine_max = io.limits.batch[1]
@@ -283,3 +303,184 @@ def write_model_repository(
     with atomic_output(config) as tmp:
         tmp.write_text(model.to_pbtxt(), encoding="utf-8")
     return {"config": str(config), "model": str(model_file), "files": [str(config), *written]}
+
+
+# -- the interactive pair ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairIO:
+    """Both halves of the interactive pair, as Triton will see them."""
+
+    encoder: EngineIO
+    decoder: EngineIO
+    weights_sha256: str
+
+    def items(self) -> tuple[tuple[str, EngineIO], ...]:
+        return (("encoder", self.encoder), ("decoder", self.decoder))
+
+
+def _pair_sidecar(path: Path) -> dict | None:
+    try:
+        manifest = read_manifest(manifest_path_for(path))
+    except (OSError, ValueError) as err:
+        raise SmatError(f"cannot read {manifest_path_for(path)}: {err}") from None
+    pair = manifest.get("pair") if isinstance(manifest, dict) else None
+    return pair if isinstance(pair, dict) and pair.get("role") in PAIR_ROLES else None
+
+
+def pair_role(path: str | os.PathLike[str]) -> str | None:
+    """``"encoder"`` or ``"decoder"`` when ``path``'s sidecar JSON makes it a half of the interactive pair."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    pair = _pair_sidecar(path)
+    return None if pair is None else str(pair["role"])
+
+
+def find_pair(source: str | os.PathLike[str], precision: str = "float32") -> tuple[Path, Path]:
+    """``(encoder, decoder)`` files of the pair in folder ``source`` (``precision``'s names, ``.onnx`` or ``.plan``)
+    or of the pair whose encoder file ``source`` is; the decoder is the partner the encoder's sidecar names."""
+    source = Path(source)
+    if source.is_dir():
+        try:
+            stem = Path(pair_file("encoder", precision)).stem
+        except KeyError:
+            raise SmatError(f"unknown precision {precision!r}") from None
+        found = [source / f"{stem}{suffix}" for suffix in (".onnx", ".plan") if (source / f"{stem}{suffix}").is_file()]
+        if not found:
+            raise SmatError(
+                f"{source} has no {stem}.onnx or {stem}.plan: make the pair with smat-deploy export --interactive "
+                "(and smat-deploy build --interactive for TensorRT engines)"
+            )
+        if len(found) > 1:
+            raise SmatError(f"{source} holds {stem}.onnx and {stem}.plan: pass --engine with the one to serve")
+        encoder = found[0]
+    elif source.is_file():
+        encoder = source
+    else:
+        raise SmatError(f"engine not found: {source}")
+    pair = _pair_sidecar(encoder)
+    if pair is None:
+        raise SmatError(f"{encoder.name} is not part of an interactive pair (its sidecar JSON names no pair role)")
+    if pair["role"] != "encoder":
+        raise SmatError(f"{encoder.name} is the pair's {pair['role']}: give its encoder or the pair's folder")
+    decoder = encoder.parent / str(pair.get("partner"))
+    if not decoder.is_file():
+        raise SmatError(f"{encoder.name}'s decoder {decoder.name} is not beside it")
+    return encoder, decoder
+
+
+def _onnx_session_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The I/O ONNX Runtime (Triton's onnxruntime backend) reads from ``path``."""
+    import onnxruntime as ort
+
+    from smat_deploy.runtime.onnxrt import _specs
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own exception types for unreadable or invalid models
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SmatError(f"ONNX Runtime cannot load {path}: {first}") from None
+    return _specs(session.get_inputs()), _specs(session.get_outputs())
+
+
+def _plan_io(path: Path, role: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], Limits]:
+    """A pair engine's I/O and the bounds of its profile 0, read from the engine with TensorRT."""
+    from smat_deploy.runtime.tensorrt import _import_tensorrt, engine_specs
+
+    trt = _import_tensorrt()
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise SmatError(
+            f"TensorRT {trt.__version__} cannot load {path}: not an engine, or built for another version/GPU"
+        )
+    inputs, outputs = engine_specs(trt, engine)
+    sized = "image" if role == "encoder" else "prompt"
+    if sized not in {spec.name for spec in inputs}:
+        raise SmatError(f"{path.name} has no {sized} input: it is not the pair's {role}")
+    low, _, high = (tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(sized, 0))
+    return inputs, outputs, Limits((low[0], high[0]), (low[2], high[2]), (low[3], high[3]))
+
+
+def _declared_limits(inputs: tuple[TensorSpec, ...], role: str) -> Limits:
+    """Bounds a model file's declared shapes imply: static sizes pin a dimension, names leave it free."""
+    sized = next((s for s in inputs if s.name == ("image" if role == "encoder" else "prompt")), None)
+    if sized is None or len(sized.shape) != 4:
+        return Limits()
+
+    def bound(dim: object, low: int) -> tuple[int, int | None]:
+        static = _static(dim)
+        return (static, static) if static is not None else (low, None)
+
+    return Limits(bound(sized.shape[0], 1), bound(sized.shape[2], MIN_SIDE), bound(sized.shape[3], MIN_SIDE))
+
+
+def half_io(path: str | os.PathLike[str], role: str) -> EngineIO:
+    """One half of the pair as Triton sees it: its own file's I/O (ONNX Runtime for ``.onnx``, TensorRT for
+    ``.plan``, or the ``.plan``'s sidecar JSON where TensorRT cannot run), checked against the half's contract."""
+    from smat_deploy.runtime import backend_for
+
+    path = Path(path)
+    if not path.is_file():
+        raise SmatError(f"engine not found: {path}")
+    backend = backend_for(path)
+    if backend.triton_platform is None:
+        raise SmatError(f"Triton runs {triton_backends()} engines, not {backend.name} ones ({path.name})")
+    manifest = read_manifest(manifest_path_for(path)) or {}
+    precision = str(manifest.get("precision", "unknown"))
+    if backend.triton_platform[0] == "tensorrt_plan":
+        reason = backend.unavailable_reason()
+        if reason is not None:
+            contract = tuple(
+                tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in specs) for specs in PAIR_IO[role]
+            )
+            io = _io_from_sidecar(path, backend.triton_platform, reason.split(" (")[0], contract)  # type: ignore[arg-type]
+        else:
+            inputs, outputs, limits = _plan_io(path, role)
+            io = EngineIO(path, *backend.triton_platform, inputs, outputs, limits, precision, "engine (tensorrt)")
+    else:
+        inputs, outputs = _onnx_session_io(path)
+        limits = _declared_limits(inputs, role)
+        io = EngineIO(path, *backend.triton_platform, inputs, outputs, limits, precision, "engine (onnxruntime)")
+    wanted_in, wanted_out = ([s["name"] for s in specs] for specs in PAIR_IO[role])
+    have_in, have_out = [s.name for s in io.inputs], [s.name for s in io.outputs]
+    if sorted(have_in) != sorted(wanted_in) or sorted(have_out) != sorted(wanted_out):
+        raise SmatError(
+            f"{path.name} takes {have_in} -> {have_out}, but the pair's {role} takes {wanted_in} -> {wanted_out}"
+        )
+    return io
+
+
+def pair_io(source: str | os.PathLike[str], precision: str = "float32") -> PairIO:
+    """Both halves of the pair in folder ``source`` (or whose encoder file ``source`` is), from the same weights."""
+    encoder, decoder = find_pair(source, precision)
+    decoder_pair = _pair_sidecar(decoder)
+    if decoder_pair is None or decoder_pair.get("role") != "decoder":
+        raise SmatError(f"{decoder.name} is not the decoder of an interactive pair (see its sidecar JSON)")
+    keys = (_pair_sidecar(encoder) or {}).get("weights_sha256"), decoder_pair.get("weights_sha256")
+    if keys[0] != keys[1] or not keys[0]:
+        raise SmatError(
+            f"{encoder.name} and {decoder.name} come from different weights (weights_sha256 {str(keys[0])[:12]} vs "
+            f"{str(keys[1])[:12]}): make the pair again (smat-deploy export --interactive)"
+        )
+    return PairIO(half_io(encoder, "encoder"), half_io(decoder, "decoder"), str(keys[0]))
+
+
+def pair_models(io: PairIO, name: str = "smat", **options: object) -> dict[str, TritonModel]:
+    """``{"encoder": <name>_encoder, "decoder": <name>_decoder}`` Triton models with the same batching options."""
+    models = {role: triton_model(half, f"{name}_{role}", **options) for role, half in io.items()}  # type: ignore[arg-type]
+    if models["encoder"].max_batch_size != models["decoder"].max_batch_size:
+        raise SmatError(
+            f"the encoder's batch is {'fixed' if not models['encoder'].dynamic_batching else 'dynamic'} but the "
+            f"decoder's is {'fixed' if not models['decoder'].dynamic_batching else 'dynamic'}: "
+            "make both halves with the same batch handling"
+        )
+    return models
+
+
+def write_pair_repository(
+    io: PairIO, models: dict[str, TritonModel], repo: str | os.PathLike[str]
+) -> dict[str, dict[str, str | list[str]]]:
+    """Both models of the pair into ``repo``, each like :func:`write_model_repository` (config, file, sidecar)."""
+    return {role: write_model_repository(half, models[role], repo) for role, half in io.items()}
