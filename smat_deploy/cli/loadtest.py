@@ -18,9 +18,15 @@ EPILOG = """Examples:
 
   smat-deploy loadtest --url grpc://localhost:8001 --size 518x518 --requests 32 --timeout-s 60 --json
 
+  smat-deploy loadtest --clicks 10 --requests 16 --concurrency 4 --size 518x518
+
 Compare batching on one machine: start `smat-deploy serve --max-batch 1`, run the same loadtest,
 restart with `--max-batch 8`, run it again. Each request is one image (every other one with a box
 prompt); warm-up requests are sent first and not counted. Exit status 1 when any request failed.
+
+--clicks N measures interactive sessions (a server started on a folder holding the interactive pair):
+each of --requests photos is embedded once (model NAME_embed), gets N clicks with different box
+prompts (NAME_click) and is ended (NAME_end); latency and requests/s are reported per kind.
 """
 
 
@@ -37,6 +43,12 @@ def loadtest_command(
     timeout_s: Annotated[
         float, typer.Option("--timeout-s", help="Seconds one request may take before it counts as failed.")
     ] = 300.0,
+    clicks: Annotated[
+        int,
+        typer.Option(
+            help="Click mix: each of --requests photos is embedded once, then gets this many clicks (0: whole model)."
+        ),
+    ] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Load-test a Triton server serving SMat: throughput and p50/p90/p99 latency."""
@@ -51,6 +63,7 @@ def loadtest_command(
         size=tuple(parse_image_size(size, "--size")),
         warmup=warmup,
         timeout_s=timeout_s,
+        clicks=clicks,
     ).validate()
     with progress_bars("loadtest", "req") as progress:
         report = run_loadtest(config, progress)
@@ -59,4 +72,4 @@ def loadtest_command(
     else:
         typer.echo(format_report(report))
     if report.failed:
-        raise CheckFailed(f"{report.failed} of {requests} requests failed")
+        raise CheckFailed(f"{report.failed} of {config.total} requests failed")

@@ -16,9 +16,10 @@ from smat_deploy.cli._options import (
     EngineOption,
     SeedOption,
     ThreadsOption,
+    engine_target,
     open_engine,
 )
-from smat_deploy.serve.lifecycle import ready_lines, serve_until_stopped
+from smat_deploy.serve.lifecycle import TORCH_ENGINE, plan_sessions, ready_lines, serve_until_stopped, whole_model
 from smat_deploy.serve.server import ServeConfig, SmatTritonServer
 
 EPILOG = """Examples:
@@ -31,13 +32,24 @@ EPILOG = """Examples:
 
   smat-deploy serve --engine export/smat.onnx --backend openvino --backend-option hint=throughput
 
+  smat-deploy serve --engine export/ --session-count 16 --session-memory 512
+
 Clients use the KServe v2 protocol (tritonclient in Python, C++, Java, Go, or plain HTTP/JSON):
 model 'smat' (--name), inputs image FP32 [b,3,H,W] in [0,1], prompt FP32 [b,1,H,W] (optional),
 state FP32 [b,1] (optional); output alpha FP32 [b,1,H,W]. Requests of the same size are batched
 (up to --max-batch images per engine call, waiting at most --max-queue-delay-ms); a malformed
 request gets its own error and no other request is affected. Ctrl+C or SIGTERM stops the server
-cleanly (in-flight requests finish first). The first start prepares a small numpy<2 environment
-for Triton's Python stub (pip, about 30 s) when this Python has numpy 2.
+cleanly (in-flight requests finish first).
+
+Sessions: given a folder from `smat-deploy export --interactive` (its smat.onnx is the model 'smat'),
+the server also hosts 'smat_embed' (image [1,3,H,W] -> session_id BYTES [1], height, width),
+'smat_click' (session_id, prompt [1,1,H,W] and state [1,1], both optional -> alpha [1,1,H,W]) and
+'smat_end' (session_id -> ended): a photo is sent once, then every click carries only the session id
+and the prompt. At most --session-count sessions and --session-memory MB of embeddings are kept; the
+least recently used go first, and an unknown or expired session id gets an error.
+
+The first start prepares a small numpy<2 environment for Triton's Python stub (pip, about 30 s)
+when this Python has numpy 2.
 """
 
 
@@ -71,6 +83,18 @@ def serve_command(
     triton_log: Annotated[
         Path | None, typer.Option("--triton-log", help="Write Triton's own log here (default: a temporary file).")
     ] = None,
+    sessions: Annotated[
+        bool | None,
+        typer.Option(
+            "--sessions/--no-sessions",
+            help="Serve interactive sessions (embed once, click many) from the interactive pair; "
+            "default: on when --engine is a folder holding the pair.",
+        ),
+    ] = None,
+    session_count: Annotated[int, typer.Option("--session-count", help="Most sessions kept at once.")] = 32,
+    session_memory: Annotated[
+        float, typer.Option("--session-memory", help="Most memory the sessions' embeddings take, in MB.")
+    ] = 1024.0,
 ) -> None:
     """Serve SMat from Triton Inference Server (HTTP + gRPC, KServe v2), batching same-size requests."""
     config = ServeConfig(
@@ -85,14 +109,32 @@ def serve_command(
         max_side=max_side,
         request_timeout_s=request_timeout_s,
         log_file=triton_log,
+        session_count=session_count,
+        session_memory_mb=session_memory,
     ).validate()
     config.check_ports()  # before the engine loads: a taken port fails at once
-    runtime = open_engine(engine, checkpoint, seed, device, threads, backend, backend_option)
+    target = engine_target(engine, checkpoint)
+    plan = plan_sessions(target, sessions, torch_weights=engine in (None, TORCH_ENGINE))
+    whole = engine if engine is None else whole_model(engine)
+    runtime = open_engine(whole, checkpoint, seed, device, threads, backend, backend_option)
+    predictor = None
+    if plan.enabled:
+        from smat_deploy.runtime.predictor import Predictor
+
+        predictor = Predictor.open(plan.source, device, precision=plan.precision, threads=threads, seed=seed)
 
     def announce(server: SmatTritonServer) -> None:
         for line in ready_lines(server):
             typer.echo(line)
         sys.stdout.flush()
 
-    summary = serve_until_stopped(runtime, config, on_ready=announce, log=lambda message: typer.echo(message, err=True))
-    typer.echo(summary.line())
+    summary = serve_until_stopped(
+        runtime,
+        config,
+        on_ready=announce,
+        log=lambda message: typer.echo(message, err=True),
+        predictor=predictor,
+        sessions_reason=plan.reason,
+    )
+    for line in summary.lines():
+        typer.echo(line)

@@ -4,6 +4,9 @@
 handlers while the server runs (the first SIGINT/SIGTERM stops the server after its in-flight
 requests; a second one leaves at once with exit status 130) and restores the previous handlers
 on the way out, also when the start fails.
+
+:func:`plan_sessions` decides whether the server also hosts interactive sessions (``<name>_embed``,
+``<name>_click``, ``<name>_end``) and on which pair of engines.
 """
 
 from __future__ import annotations
@@ -13,19 +16,116 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from smat_deploy.contract import canonical_precision, pair_file, read_manifest
+from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
 from smat_deploy.serve.server import ServeConfig, SmatTritonServer
+
+if TYPE_CHECKING:
+    from smat_deploy.runtime.predictor import Predictor
+
+#: The whole model a folder stands for when ``--engine`` names a folder.
+WHOLE_MODEL_FILE = "smat.onnx"
+TORCH_ENGINE = "torch"
 
 #: The exit status of a second Ctrl+C / SIGTERM while stopping (128 + SIGINT), as for any interrupted command.
 FORCED_EXIT_STATUS = 130
 
 
+def whole_model(engine: str) -> str:
+    """The engine ``Runtime`` opens: a folder stands for its ``smat.onnx``; anything else is itself."""
+    path = Path(engine)
+    if engine != TORCH_ENGINE and path.is_dir():
+        whole = path / WHOLE_MODEL_FILE
+        if not whole.is_file():
+            raise SmatError(
+                f"{path} has no {WHOLE_MODEL_FILE}: export it with smat-deploy export --interactive -o {path}"
+            )
+        return str(whole)
+    return engine
+
+
+@dataclass
+class SessionPlan:
+    """Whether sessions are served (``source`` for :meth:`Predictor.open`) and, when they are not, why."""
+
+    source: str | None
+    precision: str = "float32"
+    reason: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.source is not None
+
+
+def _precision_of(model: Path) -> str:
+    try:
+        manifest = read_manifest(model.with_suffix(".json")) or {}
+    except ValueError:
+        manifest = {}
+    try:
+        return canonical_precision(str(manifest.get("precision", "float32")))
+    except (KeyError, ValueError, SmatError):
+        return "float32"
+
+
+def plan_sessions(engine: str, requested: bool | None, *, torch_weights: bool = False) -> SessionPlan:
+    """Where the interactive pair for ``engine`` (as given to ``--engine``) comes from.
+
+    ``requested``: ``None`` (automatic: on for a folder holding the pair), ``True`` (``--sessions``: on, or
+    an error saying what is missing) or ``False`` (off). ``torch_weights``: ``engine`` is ``torch`` or a
+    checkpoint (the PyTorch reference embeds and decodes).
+    """
+    if requested is False:
+        return SessionPlan(None, reason="off (--no-sessions)")
+    path = Path(engine)
+    if torch_weights or engine == TORCH_ENGINE:
+        if requested:
+            return SessionPlan(engine)
+        return SessionPlan(None, reason="off: the torch engine serves sessions with --sessions")
+    folder = path if path.is_dir() else path.parent
+    precision = "float32" if path.is_dir() else _precision_of(path)
+    if path.suffix.lower() not in (".onnx", "") and not path.is_dir():
+        precision = "float32"  # a TensorRT engine: its folder's float32 pair
+    try:
+        names = [pair_file(role, precision) for role in ("encoder", "decoder")]
+    except (KeyError, ValueError):
+        names = [pair_file(role) for role in ("encoder", "decoder")]
+        precision = "float32"
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        why = f"{folder} has no {' or '.join(missing)} (smat-deploy export --interactive -o {folder} makes the pair)"
+        if requested:
+            raise SmatError(f"--sessions needs the interactive pair: {why}")
+        return SessionPlan(None, reason=f"off: {why}")
+    if not path.is_dir() and not requested:
+        return SessionPlan(
+            None, reason=f"off: the pair beside {path.name} is served with --sessions, or give the folder {folder}"
+        )
+    return SessionPlan(str(folder), precision=precision)
+
+
 @dataclass
 class ServeSummary:
-    """What the server did: requests, images and engine calls, from the batcher's counters."""
+    """What the server did: requests, images and engine calls, from the batcher's counters; sessions' counters."""
 
     stats: dict = field(default_factory=dict)
+    sessions: dict | None = None
+
+    def lines(self) -> list[str]:
+        """The sessions' line (when sessions were served), then :meth:`line`."""
+        lines = []
+        if self.sessions is not None:
+            s = self.sessions
+            lines.append(
+                f"sessions: {s.get('embeds', 0)} photos embedded, {s.get('clicks', 0)} clicks answered, "
+                f"{s.get('misses', 0)} unknown or expired session ids, {s.get('evictions', 0)} sessions evicted, "
+                f"{s.get('ended', 0)} ended, {s.get('failed', 0)} requests refused"
+            )
+        return [*lines, self.line()]
 
     def line(self) -> str:
         stats = self.stats
@@ -47,8 +147,24 @@ def ready_lines(server: SmatTritonServer) -> list[str]:
         f"  metrics  {urls['metrics']}",
         f"  batching up to {config.max_batch} same-size images per engine call, queue delay "
         f"{config.max_delay_ms:g} ms, {config.request_slots} requests at once",
+        *session_lines(server),
         f"  Triton log {server.log_file}",
         "ready (Ctrl+C or SIGTERM stops)",
+    ]
+
+
+def session_lines(server: SmatTritonServer) -> list[str]:
+    config = server.config
+    if server.predictor is None:
+        return [f"  sessions {server.sessions_reason or 'off'}"]
+    info = server.predictor.info
+    memory = f"{config.session_memory_mb:g} MB"
+    return [
+        f"  sessions '{config.session_model('embed')}' (image -> session_id), '{config.session_model('click')}' "
+        f"(session_id + prompt -> alpha), '{config.session_model('end')}' (session_id -> ended)",
+        f"           {info['backend']} {info['precision']} on {info['device']} ({info['source']}); up to "
+        f"{config.session_count} sessions and {memory} (--session-count, --session-memory), least recently "
+        f"used evicted first",
     ]
 
 
@@ -58,14 +174,17 @@ def serve_until_stopped(
     *,
     on_ready: Callable[[SmatTritonServer], None] = lambda server: None,
     log: Callable[[str], None] = lambda message: None,
+    predictor: Predictor | None = None,
+    sessions_reason: str = "",
 ) -> ServeSummary:
     """Serve ``runtime`` with ``config`` until SIGINT or SIGTERM; return what was served.
 
     ``on_ready(server)`` runs once Triton answers; ``log`` hears the start-up progress (preparing
-    Triton's Python environment) and the one line said before a forced exit.
+    Triton's Python environment) and the one line said before a forced exit. ``predictor``: serve
+    sessions on it (``sessions_reason`` says why not, when it is None).
     """
     stop = threading.Event()
-    server = SmatTritonServer(runtime, config, progress=log)
+    server = SmatTritonServer(runtime, config, progress=log, predictor=predictor, sessions_reason=sessions_reason)
 
     def on_signal(*_: object) -> None:
         if stop.is_set():  # a second Ctrl+C / SIGTERM while stopping: leave now (Triton gets SIGTERM with us)
@@ -82,4 +201,7 @@ def serve_until_stopped(
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return ServeSummary(server.model.batcher.stats.as_dict() if server.model is not None else {})
+    return ServeSummary(
+        server.model.batcher.stats.as_dict() if server.model is not None else {},
+        server.sessions.stats if server.sessions is not None else None,
+    )

@@ -18,6 +18,13 @@ dynamic batcher is not used here on purpose: PyTriton can only fail a whole Trit
 request would take down the well-formed requests batched with it. Here a bad request gets its own error
 and no other request notices. (A repository from ``smat-deploy triton`` runs the ONNX or TensorRT engine on
 Triton's native backends and uses Triton's dynamic batcher.)
+
+**Sessions.** With an interactive pair (:class:`~smat_deploy.runtime.predictor.Predictor`), three more models
+serve clicks without re-sending the photo: ``<name>_embed`` (``image [1,3,H,W]`` -> ``session_id`` BYTES ``[1]``,
+``height`` and ``width`` INT32 ``[1]``) embeds it once and keeps the embedding in a
+:class:`~smat_deploy.serve.sessions.SessionCache`; ``<name>_click`` (``session_id``, optional ``prompt [1,1,H,W]``
+and ``state [1,1]`` -> ``alpha [1,1,H,W]``) decodes from it; ``<name>_end`` (``session_id`` -> ``ended`` BOOL ``[1]``)
+lets it go. The whole model ``<name>`` is unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,12 +48,18 @@ from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime.inputs import prepare_inputs
 from smat_deploy.serve.batcher import ShapeBatcher
+from smat_deploy.serve.sessions import SessionCache
+
+if TYPE_CHECKING:
+    from smat_deploy.runtime.predictor import Predictor
 
 START_ATTEMPTS = 5
 #: How PyTriton's start-up race shows: model instances other than the first fetch their configuration from the
 #: first one over a socket, and give up after 1 s (the socket is not there yet, or not listening yet).
 _HANDSHAKE_RACE = ("Timeout occurred while waiting for config file", "ConnectionRefusedError")
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: The session models' names: the whole model's name plus these.
+SESSION_SUFFIXES = {"embed": "_embed", "click": "_click", "end": "_end"}
 
 
 class BadRequest(SmatError):
@@ -86,11 +100,22 @@ class ServeConfig:
     request_timeout_s: float = 600.0
     exit_timeout_s: int = 10
     log_file: Path | None = None
+    session_count: int = 32
+    session_memory_mb: float = 1024.0
 
     @property
     def request_slots(self) -> int:
         """Model instances, i.e. requests Triton hands over at once: enough to fill one batch while another runs."""
         return self.instances if self.instances is not None else max(2, 2 * self.max_batch)
+
+    @property
+    def session_slots(self) -> int:
+        """Model instances of ``<name>_embed`` and of ``<name>_click``: requests answered at once (no batching)."""
+        return self.instances if self.instances is not None else 4
+
+    def session_model(self, kind: str) -> str:
+        """``<name>_embed``, ``<name>_click`` or ``<name>_end``."""
+        return f"{self.model_name}{SESSION_SUFFIXES[kind]}"
 
     def validate(self) -> ServeConfig:
         check_model_name(self.model_name)
@@ -108,6 +133,10 @@ class ServeConfig:
             raise SmatError("--instances must be at least 1")
         if self.max_side < 14:
             raise SmatError("--max-side must be at least 14")
+        if self.session_count < 1:
+            raise SmatError(f"--session-count must be at least 1, got {self.session_count}")
+        if not self.session_memory_mb > 0:
+            raise SmatError(f"--session-memory must be a positive number of MB, got {self.session_memory_mb:g}")
         return self
 
     def check_ports(self) -> None:
@@ -188,6 +217,116 @@ class SmatModel:
         self.batcher.close()
 
 
+def _session_id(data: Mapping[str, np.ndarray]) -> object:
+    value = data.get("session_id")
+    if value is None:
+        raise SmatError("the request has no 'session_id' input")
+    flat = np.asarray(value).reshape(-1)
+    if flat.size != 1:
+        raise SmatError(f"session_id must hold one id, got {flat.size}")
+    return flat[0]
+
+
+class SessionModels:
+    """The session models' work: ``embed`` a photo into the cache, ``click`` on it, ``end`` it.
+
+    Safe to call from many threads at once. Requests are not batched: a click is one decoder run on
+    one cached embedding.
+    """
+
+    def __init__(self, predictor: Predictor, config: ServeConfig) -> None:
+        self.predictor = predictor
+        self.config = config
+        self.cache = SessionCache(config.session_count, int(config.session_memory_mb * 1e6))
+        self._lock = threading.Lock()
+        self.counts = {"embeds": 0, "clicks": 0, "failed": 0}
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def embed(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``image [1,3,H,W]`` -> a new session: ``session_id``, ``height``, ``width``."""
+        image = data.get("image")
+        if image is None:
+            raise SmatError("the request has no 'image' input")
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise SmatError(f"a session holds one photo: image must be [1, 3, height, width], got {list(image.shape)}")
+        height, width = int(image.shape[2]), int(image.shape[3])
+        if max(height, width) > self.config.max_side:
+            raise SmatError(
+                f"image is {width}x{height} (WxH); this server takes sides up to {self.config.max_side} (--max-side)"
+            )
+        embedding = self.predictor.embed(np.array(image, dtype=np.float32))
+        session_id = self.cache.put(embedding)
+        self._count("embeds")
+        return {
+            "session_id": np.array([session_id.encode("ascii")], dtype=np.bytes_),
+            "height": np.array([height], np.int32),
+            "width": np.array([width], np.int32),
+        }
+
+    def click(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``session_id`` with an optional ``prompt [1,1,H,W]`` and ``state [1,1]`` -> ``alpha [1,1,H,W]``."""
+        embedding = self.cache.get(_session_id(data))
+        prompt, state = data.get("prompt"), data.get("state")
+        alpha = self.predictor.predict(
+            embedding,
+            None if prompt is None else np.array(prompt, dtype=np.float32),
+            None if state is None else np.array(state, dtype=np.float32),
+        )
+        self._count("clicks")
+        return {"alpha": np.asarray(alpha, dtype=np.float32)}
+
+    def end(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``session_id`` -> ``ended``: whether the session was held (it is not any more)."""
+        return {"ended": np.array([self.cache.drop(_session_id(data))], dtype=np.bool_)}
+
+    def callable(self, kind: str) -> Callable[[Sequence[object]], list[dict[str, np.ndarray]]]:
+        """PyTriton's inference callable for ``kind`` (``embed``, ``click`` or ``end``)."""
+        work = getattr(self, kind)
+
+        def infer_func(requests: Sequence[object]) -> list[dict[str, np.ndarray]]:
+            try:
+                return [work(getattr(request, "data", request)) for request in requests]
+            except SmatError as err:
+                self._count("failed")
+                raise BadRequest(str(err)) from None
+
+        return infer_func
+
+    @property
+    def stats(self) -> dict:
+        with self._lock:
+            counts = dict(self.counts)
+        return {**counts, **self.cache.stats.as_dict()}
+
+
+def _session_tensors() -> dict[str, tuple[list, list]]:
+    from pytriton.model_config import Tensor
+
+    session_id = Tensor(name="session_id", dtype=np.bytes_, shape=(1,))
+    return {
+        "embed": (
+            [Tensor(name="image", dtype=np.float32, shape=(1, 3, -1, -1))],
+            [
+                session_id,
+                Tensor(name="height", dtype=np.int32, shape=(1,)),
+                Tensor(name="width", dtype=np.int32, shape=(1,)),
+            ],
+        ),
+        "click": (
+            [
+                session_id,
+                Tensor(name="prompt", dtype=np.float32, shape=(1, 1, -1, -1), optional=True),
+                Tensor(name="state", dtype=np.float32, shape=(1, 1), optional=True),
+            ],
+            [Tensor(name="alpha", dtype=np.float32, shape=(1, 1, -1, -1))],
+        ),
+        "end": ([session_id], [Tensor(name="ended", dtype=np.bool_, shape=(1,))]),
+    }
+
+
 def _tensors():
     from pytriton.model_config import Tensor
 
@@ -220,11 +359,27 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 class SmatTritonServer:
     """Triton (through PyTriton) serving one :class:`SmatModel`: ``start()``, ``wait(stop_event)``, ``stop()``."""
 
-    def __init__(self, runtime: Runtime, config: ServeConfig, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: ServeConfig,
+        progress: Callable[[str], None] | None = None,
+        predictor: Predictor | None = None,
+        sessions_reason: str = "",
+    ) -> None:
         self.config = config.validate()
         self.runtime = runtime
         self.progress = progress
+        self.predictor = predictor
+        #: Why sessions are not served, when ``predictor`` is None.
+        self.sessions_reason = sessions_reason
+        if predictor is not None:
+            for kind in SESSION_SUFFIXES:
+                name = config.session_model(kind)
+                if len(name) > 128:
+                    raise SmatError(f"--name is too long: the session model {name[:40]}... exceeds 128 characters")
         self.model: SmatModel | None = None
+        self.sessions: SessionModels | None = None
         self._triton = None
         self._logdir: tempfile.TemporaryDirectory | None = None
         self.log_file = config.log_file
@@ -263,6 +418,8 @@ class SmatTritonServer:
             log_verbose=0,
         )
         self.model = SmatModel(self.runtime, config)
+        if self.predictor is not None:
+            self.sessions = SessionModels(self.predictor, config)
         inputs, outputs = _tensors()
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
@@ -275,6 +432,17 @@ class SmatTritonServer:
                     config=ModelConfig(batching=False),
                     strict=True,
                 )
+                if self.sessions is not None:
+                    for kind, (session_inputs, session_outputs) in _session_tensors().items():
+                        slots = 1 if kind == "end" else config.session_slots
+                        self._triton.bind(
+                            model_name=config.session_model(kind),
+                            infer_func=[self.sessions.callable(kind)] * slots,
+                            inputs=session_inputs,
+                            outputs=session_outputs,
+                            config=ModelConfig(batching=False),
+                            strict=True,
+                        )
                 self._triton.run()
                 return
             except Exception as err:

@@ -201,3 +201,48 @@ def infer(server: ServerProcess, protocol: str, image, prompt=None, state=None, 
 #: The tiny server's settings: small limits so that the limits themselves can be tested.
 TINY_MAX_BATCH = 4
 TINY_MAX_SIDE = 256
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+def call(server: ServerProcess, protocol: str, model: str, inputs: dict[str, np.ndarray], outputs: list[str]):
+    """One request to any model over ``protocol`` with a fresh client; ``inputs`` by name (object arrays are BYTES).
+
+    Returns the named outputs as numpy arrays, in order.
+    """
+    from tritonclient.utils import np_to_triton_dtype
+
+    if protocol == "http":
+        import tritonclient.http as module
+
+        client = http_client(server)
+    else:
+        import tritonclient.grpc as module
+
+        client = grpc_client(server)
+    try:
+        items = []
+        for name, array in inputs.items():
+            datatype = "BYTES" if array.dtype == object else np_to_triton_dtype(array.dtype)
+            item = module.InferInput(name, list(array.shape), datatype)
+            item.set_data_from_numpy(array)
+            items.append(item)
+        if protocol == "http":
+            result = client.infer(model, items)
+        else:
+            result = client.infer(model, items, client_timeout=REQUEST_TIMEOUT_S)
+        return [result.as_numpy(name) for name in outputs]
+    finally:
+        client.close()
+
+
+def embed(server: ServerProcess, protocol: str, image: np.ndarray, model: str = "smat") -> np.ndarray:
+    """A new session for ``image [1,3,H,W]``: its id as a BYTES tensor ``[1]`` (an object array), ready to send."""
+    (session_id,) = call(server, protocol, f"{model}_embed", {"image": image}, ["session_id"])
+    return session_id.astype(object)
+
+
+def click(server: ServerProcess, protocol: str, session_id, prompt=None, state=None, model: str = "smat"):
+    """Alpha for ``prompt`` (and ``state``) on the session's photo."""
+    inputs = {"session_id": np.asarray(session_id, dtype=object)}
+    inputs |= {name: array for name, array in (("prompt", prompt), ("state", state)) if array is not None}
+    return call(server, protocol, f"{model}_click", inputs, ["alpha"])[0]
