@@ -19,7 +19,14 @@ from smat_deploy.cli._options import (
     engine_target,
     open_engine,
 )
-from smat_deploy.serve.lifecycle import TORCH_ENGINE, plan_sessions, ready_lines, serve_until_stopped, whole_model
+from smat_deploy.serve.lifecycle import (
+    TORCH_ENGINE,
+    check_same_weights,
+    plan_sessions,
+    ready_lines,
+    serve_until_stopped,
+    whole_model,
+)
 from smat_deploy.serve.server import ServeConfig, SmatTritonServer
 
 EPILOG = """Examples:
@@ -122,6 +129,7 @@ def serve_command(
         from smat_deploy.runtime.predictor import Predictor
 
         predictor = Predictor.open(plan.source, device, precision=plan.precision, threads=threads, seed=seed)
+        check_same_weights(whole, predictor.info["weights_sha256"])
 
     def announce(server: SmatTritonServer) -> None:
         for line in ready_lines(server):

@@ -108,6 +108,27 @@ def plan_sessions(engine: str, requested: bool | None, *, torch_weights: bool = 
     return SessionPlan(str(folder), precision=precision)
 
 
+def check_same_weights(whole: str | os.PathLike[str] | None, weights_sha256: str) -> None:
+    """Refuse a whole model and a pair exported from different weights (both manifests record a weights digest).
+
+    ``whole``: the engine serving the whole model; only an ONNX model whose manifest records
+    ``source.weights_sha256`` can be checked (a TensorRT plan or the torch engine carries no digest).
+    """
+    if whole is None or Path(whole).suffix.lower() != ".onnx":
+        return
+    try:
+        manifest = read_manifest(Path(whole).with_suffix(".json")) or {}
+    except ValueError:
+        return
+    recorded = (manifest.get("source") or {}).get("weights_sha256")
+    if recorded and recorded != weights_sha256:
+        raise SmatError(
+            f"{Path(whole).name} and the interactive pair were exported from different weights "
+            f"(weights_sha256 {recorded[:12]} vs {weights_sha256[:12]}): export them together with "
+            "smat-deploy export --interactive, or serve with --no-sessions"
+        )
+
+
 @dataclass
 class ServeSummary:
     """What the server did: requests, images and engine calls, from the batcher's counters; sessions' counters."""

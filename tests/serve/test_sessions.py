@@ -15,7 +15,7 @@ import pytest
 from serve_helpers import free_ports
 
 from smat_deploy.errors import SmatError
-from smat_deploy.serve.lifecycle import ServeSummary, plan_sessions, whole_model
+from smat_deploy.serve.lifecycle import ServeSummary, check_same_weights, plan_sessions, whole_model
 from smat_deploy.serve.server import BadRequest, ServeConfig, SessionModels
 from smat_deploy.serve.sessions import SessionCache, UnknownSession
 
@@ -298,3 +298,16 @@ def test_the_click_mix_against_a_server_without_sessions_is_one_line_error(run_c
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_cli("loadtest", "--url", tiny_server.http_url, "--clicks", "-1")
     assert result.code == 2 and "--clicks cannot be negative" in result.stderr
+
+
+def test_a_whole_model_and_a_pair_from_different_weights_are_refused(tmp_path):
+    whole = tmp_path / "smat.onnx"
+    whole.write_bytes(b"not read")
+    (tmp_path / "smat.json").write_text(json.dumps({"source": {"weights_sha256": "a" * 64}}))
+    check_same_weights(whole, "a" * 64)  # the same weights: served
+    with pytest.raises(SmatError, match=r"smat\.onnx and the interactive pair were exported from different weights"):
+        check_same_weights(whole, "b" * 64)
+    (tmp_path / "smat.json").write_text(json.dumps({"source": {"weights_sha256": None}}))
+    check_same_weights(whole, "b" * 64)  # an older manifest without the digest cannot be checked
+    check_same_weights(tmp_path / "smat.plan", "b" * 64)  # a plan's sidecar records no weights digest
+    check_same_weights(None, "b" * 64)  # the torch engine
