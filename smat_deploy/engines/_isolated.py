@@ -14,11 +14,8 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
 
 from smat_deploy.errors import SmatError
-
-T = TypeVar("T")
 
 
 def _quiet() -> None:
@@ -31,7 +28,7 @@ def _quiet() -> None:
     os.dup2(devnull, 2)
 
 
-def run_isolated(what: str, function: Callable[..., T], *args: object, **kwargs: object) -> T:
+def run_isolated[T](what: str, function: Callable[..., T], *args: object, **kwargs: object) -> T:
     """``function(*args, **kwargs)`` in a spawned, quiet process; its exceptions are re-raised here."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_quiet) as pool:

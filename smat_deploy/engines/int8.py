@@ -155,8 +155,13 @@ def quantize_int8_cpu(
     ``prepared_out``: also keep the float graph that was quantised (same node names, float weights),
     which :func:`smat_deploy.engines.int8_budget.fit_budget` returns layer groups to float from.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -213,9 +218,10 @@ def qdq_structure(model: onnx.ModelProto) -> dict:
     problems: list[str] = []
     quantized_inputs = Counter()
     for node in graph.node:
-        if node.op_type == "QuantizeLinear":
-            if any(c.op_type != "DequantizeLinear" for c in consumers.get(node.output[0], [])):
-                problems.append(f"{node.name}: QuantizeLinear not followed by DequantizeLinear")
+        if node.op_type == "QuantizeLinear" and any(
+            c.op_type != "DequantizeLinear" for c in consumers.get(node.output[0], [])
+        ):
+            problems.append(f"{node.name}: QuantizeLinear not followed by DequantizeLinear")
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         zero_point_name = node.input[2] if len(node.input) > 2 else ""

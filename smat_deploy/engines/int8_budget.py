@@ -19,6 +19,7 @@ no recalibration is needed. Everything here works on ONNX models in memory with 
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -316,13 +317,19 @@ class AlphaScorer:
         return len(self.feeds)
 
     def subset(self, indices: Sequence[int]) -> AlphaScorer:
-        """A scorer on some of the samples (no reference run needed)."""
-        return AlphaScorer(
-            None, [(self.names[i], self.feeds[i]) for i in indices], [self.reference[i] for i in indices]
-        )
+        """A scorer on some of the samples (no reference run needed), of the same kind as this one."""
+        picked = copy.copy(self)
+        picked.names = [self.names[i] for i in indices]
+        picked.feeds = [self.feeds[i] for i in indices]
+        picked.reference = [self.reference[i] for i in indices]
+        return picked
+
+    def runner(self, model: onnx.ModelProto | ort.InferenceSession) -> ort.InferenceSession:
+        """What runs a feed to ``alpha`` for ``model`` (a subclass may wrap it, e.g. with a decoder)."""
+        return model if isinstance(model, ort.InferenceSession) else ort_session(model)
 
     def __call__(self, model: onnx.ModelProto | ort.InferenceSession) -> Accuracy:
-        session = model if isinstance(model, ort.InferenceSession) else ort_session(model)
+        session = self.runner(model)
         means, maxes, nonfinite = [], [], 0
         for feed, expected in zip(self.feeds, self.reference, strict=True):
             got = session.run(["alpha"], feed)[0].astype(np.float64)

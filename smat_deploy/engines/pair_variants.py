@@ -55,13 +55,19 @@ from smat_deploy.engines import cpu_graph, fp16, int8
 from smat_deploy.engines._isolated import run_isolated
 from smat_deploy.engines.int8_budget import (
     MIN_CALIBRATION_SAMPLES,
-    Accuracy,
     AlphaScorer,
     Budget,
     BudgetReport,
     fit_budget,
 )
-from smat_deploy.engines.variants import CPU_ONLY, VARIANT_FILES, _fp16_calibration, compare, holdout_samples
+from smat_deploy.engines.variants import (
+    CPU_ONLY,
+    VARIANT_FILES,
+    _fp16_calibration,
+    compare,
+    holdout_samples,
+    quantize_all_int8,
+)
 from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.export.manifest import MANIFEST_FORMAT, write_manifest
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
@@ -165,26 +171,9 @@ class PairScorer(AlphaScorer):
         super().__init__(None, feeds, expected)
         self.decoder = decoder
 
-    def subset(self, indices: Sequence[int]) -> PairScorer:
-        return PairScorer(
-            self.decoder, [(self.names[i], self.feeds[i]) for i in indices], [self.reference[i] for i in indices]
-        )
-
-    def __call__(self, model: onnx.ModelProto | ort.InferenceSession) -> Accuracy:
-        encoder = model if isinstance(model, ort.InferenceSession) else ort_session(model)
-        pair = PairSession(encoder, self.decoder)
-        means, maxes, nonfinite = [], [], 0
-        for feed, expected in zip(self.feeds, self.reference, strict=True):
-            got = pair.run(["alpha"], feed)[0].astype(np.float64)
-            bad = ~np.isfinite(got)
-            nonfinite += int(bad.sum())
-            diff = np.where(bad, 1.0, np.abs(got - expected))
-            means.append(float(diff.mean()))
-            maxes.append(float(diff.max()))
-        worst = int(np.argmax(maxes))
-        return Accuracy(
-            float(np.mean(means)), float(np.max(maxes)), self.names[worst], nonfinite, tuple(maxes), tuple(means)
-        )
+    def runner(self, model: onnx.ModelProto | ort.InferenceSession) -> PairSession:
+        """The candidate encoder followed by the float32 decoder: the budget holds end to end."""
+        return PairSession(super().runner(model), self.decoder)
 
 
 # -- timing ----------------------------------------------------------------------------------------------------
@@ -314,17 +303,9 @@ def _quantize_encoder(
     """Quantise the encoder, then return its layer groups to float until ``budget`` holds end to end."""
     tensors = {"image": calibration.image}
     with tempfile.TemporaryDirectory(prefix="smat-pair-int8-") as scratch:
-        raw = Path(scratch) / "all_int8.onnx"
-        if kind == "int8":
-            log(f"INT8 encoder (TensorRT Q/DQ): Model Optimizer, calibrating on {len(calibration)} images")
-            run_isolated("INT8 quantisation", int8.quantize_int8_tensorrt, encoder32, raw, tensors)
-            float_model, float_weights = onnx.load(str(encoder32)), None
-        else:
-            log(f"INT8 encoder (ONNX Runtime CPU): static QDQ U8S8, calibrating on {len(calibration)} images")
-            prepared = Path(scratch) / "prepared.onnx"
-            run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, encoder32, raw, tensors, prepared)
-            float_model = onnx.load(str(prepared))
-            float_weights = {init.name: init for init in float_model.graph.initializer}
+        raw, float_model, float_weights = quantize_all_int8(
+            kind, encoder32, Path(scratch), tensors, f"{len(calibration)} images", "INT8 encoder", log
+        )
         log(f"accuracy budget end to end (encoder -> float32 decoder) on {len(samples)} gate samples")
         scorer = PairScorer(decoder, samples, expected)
         model, report = fit_budget(

@@ -23,10 +23,10 @@ import onnxruntime as ort
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy._ort import session as ort_session
 from smat_deploy.contract import EXPORT_GATE, FP16_GATE, PRECISIONS, PROMPT_KINDS, manifest_path_for, read_manifest
+from smat_deploy.data.calibration import CalibrationSet
 from smat_deploy.data.cases import make_case, standard_cases
 from smat_deploy.engines import cpu_graph, fp16, int8
 from smat_deploy.engines._isolated import run_isolated
-from smat_deploy.data.calibration import CalibrationSet
 from smat_deploy.engines.int8_budget import (
     MIN_CALIBRATION_SAMPLES,
     SENSITIVITY_SAMPLES,
@@ -88,7 +88,9 @@ def holdout_samples(
     samples = [
         (
             f"composite {i} ({PROMPT_KINDS[i % len(PROMPT_KINDS)]})",
-            make_case(f"holdout {i}", (size, size), (PROMPT_KINDS[i % len(PROMPT_KINDS)],), HOLDOUT_SEED + 100 * i).feed(),
+            make_case(
+                f"holdout {i}", (size, size), (PROMPT_KINDS[i % len(PROMPT_KINDS)],), HOLDOUT_SEED + 100 * i
+            ).feed(),
         )
         for i in range(count)
     ]
@@ -172,6 +174,30 @@ def _fp16_calibration(calibration: CalibrationSet, size: int = 224) -> dict[str,
     return {"image": image.numpy(), "prompt": prompt.numpy(), "state": calibration.state[picks]}
 
 
+def quantize_all_int8(
+    kind: str,
+    float32_onnx: Path,
+    scratch: Path,
+    tensors: dict[str, np.ndarray],
+    calibrating_on: str,
+    label: str,
+    log: Callable[[str], None],
+) -> tuple[Path, onnx.ModelProto, dict | None]:
+    """Every weight layer of ``float32_onnx`` in int8 (``kind`` ``int8``: TensorRT Q/DQ; ``int8_cpu``: ONNX Runtime
+    static QDQ), written to ``scratch/all_int8.onnx``; returns it with the float model the budget returns layer
+    groups to (and, for the CPU recipe, its float weights by name)."""
+    raw = scratch / "all_int8.onnx"
+    if kind == "int8":
+        log(f"{label} (TensorRT Q/DQ): Model Optimizer, calibrating on {calibrating_on}")
+        run_isolated("INT8 quantisation", int8.quantize_int8_tensorrt, float32_onnx, raw, tensors)
+        return raw, onnx.load(str(float32_onnx)), None
+    log(f"{label} (ONNX Runtime CPU): static QDQ U8S8, calibrating on {calibrating_on}")
+    prepared = scratch / "prepared.onnx"
+    run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, float32_onnx, raw, tensors, prepared)
+    float_model = onnx.load(str(prepared))
+    return raw, float_model, {init.name: init for init in float_model.graph.initializer}
+
+
 def _quantize_within_budget(
     kind: str,
     float32_onnx: Path,
@@ -191,17 +217,9 @@ def _quantize_within_budget(
     tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
     feeds = holdout_samples(holdout, calibration.size, holdout_photos, calibration)
     with tempfile.TemporaryDirectory(prefix="smat-int8-budget-") as scratch:
-        raw = Path(scratch) / "all_int8.onnx"
-        if kind == "int8":
-            log(f"INT8 (TensorRT Q/DQ): Model Optimizer, calibrating on {len(calibration)} samples")
-            run_isolated("INT8 quantisation", int8.quantize_int8_tensorrt, float32_onnx, raw, tensors)
-            float_model, float_weights = onnx.load(str(float32_onnx)), None
-        else:
-            log(f"INT8 (ONNX Runtime CPU): static QDQ U8S8, calibrating on {len(calibration)} samples")
-            prepared = Path(scratch) / "prepared.onnx"
-            run_isolated("CPU INT8 quantisation", int8.quantize_int8_cpu, float32_onnx, raw, tensors, prepared)
-            float_model = onnx.load(str(prepared))
-            float_weights = {init.name: init for init in float_model.graph.initializer}
+        raw, float_model, float_weights = quantize_all_int8(
+            kind, float32_onnx, Path(scratch), tensors, f"{len(calibration)} samples", "INT8", log
+        )
         log(
             f"accuracy budget: mean |diff| <= {budget.mean_abs:g}, max <= {budget.max_abs:g} on {len(feeds)} "
             f"gate samples (composites + photos); measuring each layer group's sensitivity"
@@ -351,5 +369,6 @@ def make_variant(
         else:
             report.notes.append(f"TensorRT engine step skipped: {reason}")
     return report
+
 
 __all__ = ["CPU_ONLY", "VARIANT_FILES", "VariantReport", "compare", "holdout_feeds", "holdout_samples", "make_variant"]

@@ -129,7 +129,9 @@ def check_graph(
         if value is None:
             input_problems.append(f"missing input {name}")
         elif value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or _dims(value) != dims:
-            input_problems.append(f"{name} is {onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)} {_dims(value)}")
+            input_problems.append(
+                f"{name} is {onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)} {_dims(value)}"
+            )
     outputs = {o.name: o for o in graph.output}
     for name, dims in expected_outputs.items():
         value = outputs.get(name)
@@ -145,7 +147,11 @@ def check_graph(
         )
     )
     doubles = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.DOUBLE]
-    doubles += [n.name for n in graph.node if n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.DOUBLE for a in n.attribute)]
+    doubles += [
+        n.name
+        for n in graph.node
+        if n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.DOUBLE for a in n.attribute)
+    ]
     checks.append(GraphCheck("no_float64", not doubles, f"float64 tensors: {doubles[:5]}" if doubles else "no float64"))
     return checks
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smat_deploy.contract import INPUT_NAMES, OUTPUT_NAMES
 from smat_deploy.model import SMat
+
 
 class GraphSMat(nn.Module):
     """``(image [B,3,H,W], prompt [B,1,H,W], state [B,1]) -> alpha [B,1,H,W]``, all float32."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from smat_deploy.errors import CheckFailed
 from smat_deploy.export.graph_checks import check_graph
 from smat_deploy.export.manifest import build_manifest, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, ExportResult, dynamic_dims, export_module
+from smat_deploy.export.parity import ParityReport
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
 from smat_deploy.model import Embedding, SMat, weights_digest
 
@@ -183,23 +184,10 @@ def export_decoder(model: SMat, output: str | os.PathLike[str], *, opset: int = 
 EMBEDDING_GRID_MAX = PAIR_DIMENSIONS["grid_height"]["max"]
 
 
-@dataclass
-class PairParity:
+class PairParity(ParityReport):
     """Each half against PyTorch, and the pair against the whole reference model, case by case."""
 
-    tolerance: float
-    rows: list[dict] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.rows) and all(row["pass"] for row in self.rows)
-
-    @property
-    def max_abs(self) -> float:
-        return max((row["pair_max_abs"] for row in self.rows), default=float("nan"))
-
-    def as_dict(self) -> dict:
-        return {"tolerance": self.tolerance, "passed": self.passed, "max_abs": self.max_abs, "cases": self.rows}
+    MAX_KEY = "pair_max_abs"
 
 
 def run_pair_parity(

@@ -21,7 +21,6 @@ from smat_deploy.model import SMat, weights_digest
 MANIFEST_FORMAT = "smat-deploy/onnx-manifest/1"
 
 
-
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -56,7 +55,7 @@ def build_manifest(
     extra: dict | None = None,
     role: str | None = None,
 ) -> dict:
-    """The sidecar of ``model_path``; ``role`` (``encoder``/``decoder``) declares a half of the interactive pair's I/O."""
+    """The sidecar of ``model_path``; ``role`` (``encoder``/``decoder``): a half of the interactive pair's I/O."""
     inputs, outputs = PAIR_IO[role] if role else (INPUTS, OUTPUTS)
     return {
         "format": MANIFEST_FORMAT,

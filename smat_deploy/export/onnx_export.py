@@ -18,9 +18,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from smat_deploy.contract import MAX_BATCH, MAX_SIDE, MIN_SIDE
+from smat_deploy.contract import INPUT_NAMES, MAX_BATCH, MAX_SIDE, MIN_SIDE, OUTPUT_NAMES
 from smat_deploy.errors import SmatError
-from smat_deploy.export.graph_model import INPUT_NAMES, OUTPUT_NAMES, GraphSMat
+from smat_deploy.export.graph_model import GraphSMat
 from smat_deploy.model import SMat
 
 #: Opset 17 is the first with LayerNormalization as one node (FP16 safety, TensorRT's fused kernel).
@@ -72,14 +72,19 @@ def export_module(
     doc: str,
     opset: int = DEFAULT_OPSET,
 ) -> ExportResult:
-    """Write ``module`` as ONNX (dynamo exporter, constant-folded) to ``output``; the caller handles atomic replacement."""
+    """Write ``module`` as ONNX (dynamo exporter, constant-folded) to ``output``; the caller replaces atomically."""
     if opset < MIN_OPSET:
         raise SmatError(f"opset {opset} is too old: SMat needs >= {MIN_OPSET} (LayerNormalization as one node)")
     output = Path(output)
     start = time.perf_counter()
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), torch.no_grad():
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(chatter),
+            contextlib.redirect_stderr(chatter),
+            torch.no_grad(),
+        ):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module.eval(),

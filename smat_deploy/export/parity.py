@@ -1,4 +1,4 @@
-"""Exported graph against the PyTorch reference: the standard parity cases (:mod:`smat_deploy.data.cases`) and their report.
+"""Exported graph against the PyTorch reference: the standard cases (:mod:`smat_deploy.data.cases`) and their report.
 
 The cases cover what the export must get right: 518x518 (the native position grid), sizes that are
 not multiples of 14, H != W (tall and wide), a size where only one side is a multiple of 14 (the
@@ -28,6 +28,8 @@ DEFAULT_TOLERANCE = EXPORT_GATE.max_abs
 class ParityReport:
     tolerance: float
     rows: list[dict] = field(default_factory=list)
+    #: The row field whose largest value is the report's ``max_abs``.
+    MAX_KEY = "max_abs"
 
     @property
     def passed(self) -> bool:
@@ -35,7 +37,7 @@ class ParityReport:
 
     @property
     def max_abs(self) -> float:
-        return max((row["max_abs"] for row in self.rows), default=float("nan"))
+        return max((row[self.MAX_KEY] for row in self.rows), default=float("nan"))
 
     def as_dict(self) -> dict:
         return {"tolerance": self.tolerance, "passed": self.passed, "max_abs": self.max_abs, "cases": self.rows}

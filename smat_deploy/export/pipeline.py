@@ -20,14 +20,14 @@ from pathlib import Path
 import onnx
 
 from smat_deploy._files import atomic_output, prepare_folder
+from smat_deploy.contract import manifest_path_for
+from smat_deploy.data.cases import standard_cases
 from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.export.golden import save_golden
 from smat_deploy.export.graph_checks import check_graph, failed
 from smat_deploy.export.interactive import PairReport, export_pair
-from smat_deploy.contract import manifest_path_for
 from smat_deploy.export.manifest import build_manifest, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
-from smat_deploy.data.cases import standard_cases
 from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport, run_parity
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
 from smat_deploy.model import SMat, describe_weights, load_model

@@ -97,6 +97,7 @@ def test_returning_one_node_leaves_the_other_quantised():
     quantized = _modelopt_layout(FINE)
     B.return_to_float(quantized, {"second"})
     assert B.quantized_nodes(quantized) == {"first"}
+
     # independent expectation: numpy with the first MatMul's inputs rounded as Q/DQ does
     def fake_quant(values, scale):
         return np.clip(np.round(values / scale), -128, 127) * scale

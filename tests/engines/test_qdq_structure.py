@@ -23,7 +23,9 @@ def _graph(zero_point_dtype=np.int8, zero_point=0, extra_consumer=None):
     if extra_consumer:
         nodes.append(helper.make_node(extra_consumer, ["xdq", "x"], ["z"], name="other"))
         outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])], outputs, inits)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])], outputs, inits
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
 
 
@@ -59,7 +61,9 @@ def test_activation_matmuls_are_those_without_a_weight_operand():
         helper.make_node("MatMul", ["a", "x"], ["b"], name="attention"),
     ]
     value = helper.make_tensor_value_info
-    graph = helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, [4, 4])], [value("b", TensorProto.FLOAT, [4, 4])], inits)
+    graph = helper.make_graph(
+        nodes, "g", [value("x", TensorProto.FLOAT, [4, 4])], [value("b", TensorProto.FLOAT, [4, 4])], inits
+    )
     assert activation_matmuls(helper.make_model(graph)) == ["attention"]
     onnx.checker.check_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
 
@@ -75,5 +79,7 @@ def test_a_dequantised_weight_still_counts_as_a_weight():
         helper.make_node("MatMul", ["a", "a"], ["b"], name="attention"),
     ]
     value = helper.make_tensor_value_info
-    graph = helper.make_graph(nodes, "g", [value("x", TensorProto.FLOAT, [4, 4])], [value("b", TensorProto.FLOAT, [4, 4])], inits)
+    graph = helper.make_graph(
+        nodes, "g", [value("x", TensorProto.FLOAT, [4, 4])], [value("b", TensorProto.FLOAT, [4, 4])], inits
+    )
     assert activation_matmuls(helper.make_model(graph)) == ["attention"]

@@ -1,7 +1,5 @@
 """The TensorRT builder: everything checkable without TensorRT, and a real build where it exists."""
 
-import importlib.util
-
 import numpy as np
 import onnx
 import pytest
@@ -67,7 +65,9 @@ def test_real_engine_matches_onnx_runtime(exported, tmp_path):
     import torch
 
     profile = Profile(Shape(1, 14, 14), Shape(1, 150, 190), Shape(3, 400, 400))
-    result = build_engine(exported["dir"] / "smat.onnx", tmp_path / "smat.plan", profile=profile, timing_cache=tmp_path / "cache")
+    result = build_engine(
+        exported["dir"] / "smat.onnx", tmp_path / "smat.plan", profile=profile, timing_cache=tmp_path / "cache"
+    )
     manifest = json.loads(result.manifest.read_text())
     assert manifest["profile"]["max"] == "3x400x400" and manifest["gpu"]["compute_capability"]
     assert (tmp_path / "cache").stat().st_size > 0

@@ -10,14 +10,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from smat_deploy._files import sha256_of
-from smat_deploy.engines import fp16 as fp16_module
+from smat_deploy._ort import session as ort_session
 from smat_deploy.data.calibration import build_calibration_set
+from smat_deploy.data.cases import make_case
+from smat_deploy.engines import fp16 as fp16_module
+from smat_deploy.engines import variants
 from smat_deploy.engines.int8 import activation_matmuls
 from smat_deploy.engines.tensorrt_build import check_smat_onnx
 from smat_deploy.errors import SmatError
-from smat_deploy._ort import session as ort_session
-from smat_deploy.engines import variants
-from smat_deploy.data.cases import make_case
 
 pytestmark = pytest.mark.heavy
 

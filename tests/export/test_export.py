@@ -64,7 +64,7 @@ def test_golden_data_round_trips_through_polygraphy(exported):
 
     feeds = load_json(str(exported["dir"] / "golden" / "inputs.json"))
     results = RunResults.load(str(exported["dir"] / "golden" / "outputs.json"))
-    (runner, iterations), = results.items()
+    ((runner, iterations),) = results.items()
     assert runner == "pytorch-reference" and len(feeds) == len(iterations) == 8
     session = ort.InferenceSession(str(exported["dir"] / "smat.onnx"), providers=["CPUExecutionProvider"])
     for feed, iteration in zip(feeds, iterations, strict=True):

@@ -55,17 +55,11 @@ def test_a_crash_mid_export_keeps_the_previous_model(run_cli, tmp_path, monkeypa
 
 def test_bad_calibration_folders_fail_before_the_export(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
-    line = _single_error_line(
-        run_cli("export", "--int8", "--calib", tmp_path / "empty", "--output", tmp_path / "out")
-    )
+    line = _single_error_line(run_cli("export", "--int8", "--calib", tmp_path / "empty", "--output", tmp_path / "out"))
     assert "holds no calibration set" in line
-    line = _single_error_line(
-        run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output", tmp_path / "out")
-    )
+    line = _single_error_line(run_cli("export", "--fp16", "--calib", tmp_path / "nope", "--output", tmp_path / "out"))
     assert "calibration folder not found" in line
-    line = _single_error_line(
-        run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output", tmp_path / "out")
-    )
+    line = _single_error_line(run_cli("export", "--cpu", "--calib", tmp_path / "nope", "--output", tmp_path / "out"))
     assert "calibration folder not found" in line
     assert not (tmp_path / "out" / "smat.onnx").exists()
 

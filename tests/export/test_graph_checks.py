@@ -1,7 +1,6 @@
 """Each TensorRT-readiness check fails on a graph that breaks its property."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -14,7 +13,11 @@ def _io(name, dims):
     return helper.make_tensor_value_info(name, F, dims)
 
 
-GOOD_INPUTS = [_io("image", ["batch", 3, "height", "width"]), _io("prompt", ["batch", 1, "height", "width"]), _io("state", ["batch", 1])]
+GOOD_INPUTS = [
+    _io("image", ["batch", 3, "height", "width"]),
+    _io("prompt", ["batch", 1, "height", "width"]),
+    _io("state", ["batch", 1]),
+]
 GOOD_OUTPUT = [_io("alpha", ["batch", 1, "height", "width"])]
 
 
