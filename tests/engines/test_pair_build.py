@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
 from tensorrt_api import TensorRTApi, TensorRTStandIns, tensorrt_api
+from tiny_pair import make_tiny_pair
 
-from smat_deploy.contract import DECODER_INPUTS, EMBEDDING, EMBEDDING_NAMES, PATCH_SIZE
+from smat_deploy.contract import DECODER_INPUTS, EMBEDDING_NAMES, PATCH_SIZE
 from smat_deploy.engines import tensorrt_build
 from smat_deploy.engines.pair_profiles import decoder_shapes, encoder_shapes, grid_bounds, padded_grid
 from smat_deploy.engines.tensorrt_build import Profile, Shape, build_pair, check_pair_onnx, tensorrt_status
@@ -24,71 +24,6 @@ from smat_deploy.model.smat import padded_size
 
 TRT_AVAILABLE, TRT_REASON = tensorrt_status()
 VERSIONS = ("11.4.0.106", "10.16.1.11", "10.0.1")
-
-
-# -- a tiny pair with the real pair's I/O names, dtypes and symbolic shapes ------------------------
-def _value(name: str, shape: list) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-
-def make_tiny_pair(folder, *, weights=("w" * 64, "w" * 64), stem="smat", decoder_partner=None):
-    """``<stem>_encoder.onnx`` / ``<stem>_decoder.onnx``: the contract's pair I/O, manifests naming each other."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ints = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
-    nodes = [
-        helper.make_node("Shape", ["image"], ["shape"]),
-        helper.make_node("Slice", ["shape", "i0", "i1"], ["b"]),
-        helper.make_node("Slice", ["shape", "i2", "i3"], ["h"]),
-        helper.make_node("Slice", ["shape", "i3", "i4"], ["w"]),
-        helper.make_node("Div", ["h", "patch"], ["h14"]),
-        helper.make_node("Div", ["w", "patch"], ["w14"]),
-        helper.make_node("Add", ["h14", "i1"], ["gh"]),
-        helper.make_node("Add", ["w14", "i1"], ["gw"]),
-    ]
-    outputs = []
-    for spec in EMBEDDING:
-        name = spec["name"]
-        dims = ["b", f"c_{name}"]
-        if len(spec["shape"]) == 4:
-            scale = {"features": 1, "image16": 16, "detail2": 4, "fusion0": 2}[name]
-            nodes += [
-                helper.make_node("Mul", ["gh", f"s{scale}"], [f"gh{name}"]),
-                helper.make_node("Mul", ["gw", f"s{scale}"], [f"gw{name}"]),
-            ]
-            dims += [f"gh{name}", f"gw{name}"]
-        nodes += [
-            helper.make_node("Concat", dims, [f"{name}_shape"], axis=0),
-            helper.make_node(
-                "ConstantOfShape", [f"{name}_shape"], [name], value=helper.make_tensor("v", 1, [1], [0.5])
-            ),
-        ]
-        outputs.append(_value(name, spec["shape"]))
-    constants = [ints(f"i{i}", [i]) for i in range(5)] + [ints("patch", [PATCH_SIZE])]
-    constants += [ints(f"s{s}", [s]) for s in (1, 16, 4, 2)]
-    constants += [ints(f"c_{spec['name']}", [spec["shape"][1]]) for spec in EMBEDDING]
-    encoder = helper.make_graph(
-        nodes, "tiny_encoder", [_value("image", ["batch", 3, "height", "width"])], outputs, initializer=constants
-    )
-    decoder = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["state", "state_shape"], ["state_4d"]),
-            helper.make_node("Mul", ["prompt", "state_4d"], ["alpha"]),
-        ],
-        "tiny_decoder",
-        [_value(spec["name"], spec["shape"]) for spec in DECODER_INPUTS],
-        [_value("alpha", ["batch", 1, "height", "width"])],
-        initializer=[ints("state_shape", [-1, 1, 1, 1])],
-    )
-    names = {"encoder": f"{stem}_encoder.onnx", "decoder": f"{stem}_decoder.onnx"}
-    partners = {"encoder": names["decoder"], "decoder": decoder_partner or names["encoder"]}
-    for (role, graph), digest in zip((("encoder", encoder), ("decoder", decoder)), weights, strict=True):
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-        model.ir_version = 9
-        onnx.checker.check_model(model)
-        onnx.save(model, str(folder / names[role]))
-        manifest = {"precision": "float32", "pair": {"role": role, "partner": partners[role], "weights_sha256": digest}}
-        (folder / names[role]).with_suffix(".json").write_text(json.dumps(manifest))
-    return folder / names["encoder"], folder / names["decoder"]
 
 
 # -- (a) the decoder's profile, derived from the encoder's -----------------------------------------
