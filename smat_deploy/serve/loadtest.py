@@ -154,7 +154,7 @@ class LoadReport:
             "mix": self.config.mix,
             "ok": self.ok,
             "failed": self.failed,
-            "wall_s": round(self.wall_s, 3),
+            "wall_s": round(self.wall_s, 6),
             "throughput_rps": self._rps(self.ok),
             "latency_ms": _latency(self.latencies_ms),
             "errors": self.errors,
