@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
 # Both create .venv with Python 3.12 and install the project the first time (a few minutes, ~6.5 GB),
-# including NVIDIA PyTriton (the Triton server) and the small numpy<2 environment its Python stub needs.
+# including NVIDIA PyTriton (the Triton server) and the small numpy<2 environment its Python stub needs;
+# `make test` also installs Debian's chromium for the page's browser tests when no Chromium is on PATH.
 # The install is ".[all,dev]" at the exact versions in constraints.txt; `make constraints` re-resolves those.
 
 SHELL := /bin/bash
@@ -21,10 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/smat-deploy demo
 
+# The browser tests need Chromium (tools/install-chromium: Debian's package when none is on PATH), and must
+# run here rather than skip: SMAT_BROWSER_TESTS=required turns a missing browser into a failure.
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	./tools/install-chromium
+	SMAT_BROWSER_TESTS=required $(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

@@ -9,8 +9,10 @@ array is the picture a photo viewer shows (a portrait phone photo stored landsca
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +32,31 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise SmatError(f"image not found: {path}")
+    return _decode(path, str(path))
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode an image file (path or bytes), refusing more than ``max_pixels`` before its pixels are read."""
     try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SmatError(f"cannot read image {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # an upload: Pillow's own warning (above 89 megapixels) refuses it too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise SmatError(
+                    f"image {name} is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the limit "
+                    f"of {max_pixels / 1e6:g} megapixels"
+                )
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SmatError(f"image {name} is too large to decode safely (a decompression bomb?)") from None
+    except UnidentifiedImageError as err:
+        if isinstance(source, Path):
+            raise SmatError(f"cannot read image {name}: {type(err).__name__}: {err}".splitlines()[0]) from None
+        raise SmatError(f"cannot read image {name}: not an image format this server reads, or a damaged file") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise SmatError(f"cannot read image {name}: {type(err).__name__}: {err}".splitlines()[0]) from None
     return _upright(image)
 
 
@@ -69,7 +91,18 @@ def _to_float(image: Image.Image) -> np.ndarray:
 
 def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.ndarray:
     """A photo as float32 ``HxWx3`` RGB in [0, 1]; optionally capped (see :func:`cap_long_side`)."""
-    array = _to_float(_open(path))
+    return _photo_array(_open(path), path, max_side)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+    """A photo file's bytes (an upload) as :func:`load_image` reads a file, refusing more than ``max_pixels``."""
+    if not data:
+        raise SmatError(f"image {name} is empty")
+    return _photo_array(_decode(io.BytesIO(data), name, max_pixels), name, None)
+
+
+def _photo_array(image: Image.Image, path: object, max_side: int | None) -> np.ndarray:
+    array = _to_float(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     elif array.shape[-1] == 2:  # LA

@@ -24,7 +24,7 @@ from smat_deploy import __version__, images, prompts
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy._table import format_table, markdown_table
 from smat_deploy.apps.figures import save_heatmap, save_overlay
-from smat_deploy.contract import PROMPT_KINDS, manifest_path_for, read_manifest
+from smat_deploy.contract import PROMPT_KINDS, manifest_path_for, pair_file, read_manifest
 from smat_deploy.data.parity_sets import shared_photos_dir
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.engines.tensorrt_build import tensorrt_status
@@ -197,11 +197,18 @@ def _export(config: DemoConfig, source: dict, log: Log) -> Engine:
     from smat_deploy.export.pipeline import ONNX_NAME, export_float32
 
     path = config.export_dir / ONNX_NAME
-    if config.reuse and (manifest := _reusable(path, source)) is not None:
-        log(f"    reusing {path} (same weights, smat-deploy {__version__})")
+    pair = [config.export_dir / pair_file(role, "float32") for role in ("encoder", "decoder")]
+    manifest = _reusable(path, source) if config.reuse else None
+    if manifest is not None and all(_reusable(half, source) is not None for half in pair):
+        log(f"    reusing {path} and its interactive pair (same weights, smat-deploy {__version__})")
         return Engine("onnx float32", str(path), "float32", path.stat().st_size, manifest.get("export_seconds"), True)
+    # The interactive pair too, so that `smat-deploy app` and `matte` with several prompts run on the demo's export.
     result = export_float32(
-        checkpoint=config.checkpoint, output_dir=config.export_dir, seed=config.seed, log=lambda m: log(f"    {m}")
+        checkpoint=config.checkpoint,
+        output_dir=config.export_dir,
+        seed=config.seed,
+        interactive=True,
+        log=lambda m: log(f"    {m}"),
     )
     return Engine("onnx float32", str(result.onnx_path), "float32", result.size_bytes, result.export_seconds)
 
@@ -391,7 +398,10 @@ def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None)
         "float32",
         None if config.checkpoint is None else config.checkpoint.stat().st_size,
     )
-    float32 = stages.run("export float32 ONNX (graph checks, parity on 8 cases)", lambda: _export(config, source, log))
+    float32 = stages.run(
+        "export float32 ONNX and the interactive pair (graph checks, parity on 8 cases)",
+        lambda: _export(config, source, log),
+    )
     variants, notes = stages.run(
         "precision variants: " + (", ".join(config.precisions) or "none"),
         lambda: _variants(config, float32, source, log),

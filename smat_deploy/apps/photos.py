@@ -26,6 +26,7 @@ from smat_deploy._files import prepare_folder
 from smat_deploy.errors import SmatError
 from smat_deploy.images import PHOTO_SUFFIXES
 from smat_deploy.runtime import Predictor, Runtime
+from smat_deploy.runtime.predictor import PhotoEmbedding
 
 #: Photo formats a folder run picks up (case-insensitive).
 
@@ -35,6 +36,32 @@ class Matte:
     alpha: np.ndarray  # float32 HxW at the photo's size
     interactive: bool
     seconds: float  # the runtime call alone
+
+
+def working_photo(photo: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The photo the engine sees: ``photo`` itself, or scaled down to ``max_side`` (:func:`images.cap_long_side`)."""
+    return photo if max_side is None else images.cap_long_side(photo, max_side)
+
+
+def prompt_mask(
+    prompts: list[P.Prompt], photo_size: tuple[int, int], working_size: tuple[int, int], interactive: bool | None
+) -> np.ndarray:
+    """The prompts rasterised at the photo's size (their coordinates' frame), then at the working size."""
+    mask = P.rasterize(prompts, photo_size)
+    if tuple(working_size) != tuple(photo_size):
+        mask = images.resize_alpha_nearest(mask, working_size)
+    if interactive and not mask.any():
+        raise SmatError("interactive mode needs a prompt that marks at least one pixel")
+    return mask
+
+
+def _state(interactive: bool | None) -> float | None:
+    return None if interactive is None else float(interactive)
+
+
+def _matte(alpha: object, mask: np.ndarray, interactive: bool | None, photo_size: tuple, seconds: float) -> Matte:
+    alpha = images.resize_alpha_nearest(np.asarray(alpha), photo_size)
+    return Matte(alpha, bool(mask.any()) if interactive is None else interactive, seconds)
 
 
 def matte_photo(
@@ -48,19 +75,34 @@ def matte_photo(
 
     ``interactive`` None: interactive exactly when a prompt marks a pixel; False forces automatic.
     """
-    working = photo if max_side is None else images.cap_long_side(photo, max_side)
-    mask = P.rasterize(prompts, photo.shape[:2])
-    if working is not photo:
-        mask = images.resize_alpha_nearest(mask, working.shape[:2])
-    marked = bool(mask.any())
-    if interactive and not marked:
-        raise SmatError("interactive mode needs a prompt that marks at least one pixel")
-    state = None if interactive is None else float(interactive)
+    working = working_photo(photo, max_side)
+    mask = prompt_mask(prompts, photo.shape[:2], working.shape[:2], interactive)
     start = time.perf_counter()
-    alpha = runtime(working, mask, state)
-    seconds = time.perf_counter() - start
-    alpha = images.resize_alpha_nearest(np.asarray(alpha), photo.shape[:2])
-    return Matte(alpha, marked if interactive is None else interactive, seconds)
+    alpha = runtime(working, mask, _state(interactive))
+    return _matte(alpha, mask, interactive, photo.shape[:2], time.perf_counter() - start)
+
+
+def decode_prompts(
+    predictor: Predictor,
+    embedding: PhotoEmbedding,
+    prompts: list[P.Prompt],
+    photo_size: tuple[int, int],
+    interactive: bool | None = None,
+) -> Matte:
+    """One prompt set on a photo embedded at its working size -> alpha at the photo's size (as :func:`matte_photo`).
+
+    ``photo_size`` (height, width) is the photo's own size, the frame of the prompts' coordinates.
+    """
+    mask = prompt_mask(prompts, photo_size, (embedding.height, embedding.width), interactive)
+    return _decode_mask(predictor, embedding, mask, photo_size, interactive)
+
+
+def _decode_mask(
+    predictor: Predictor, embedding: PhotoEmbedding, mask: np.ndarray, photo_size: tuple, interactive: bool | None
+) -> Matte:
+    start = time.perf_counter()
+    alpha = predictor.predict(embedding, mask, _state(interactive))
+    return _matte(alpha, mask, interactive, photo_size, time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -84,27 +126,14 @@ def matte_prompt_sets(
     Each set is handled as :func:`matte_photo` handles its prompts (rasterised at the photo's size,
     following a ``max_side`` cap); ``Matte.seconds`` is that set's decoder call alone.
     """
-    working = photo if max_side is None else images.cap_long_side(photo, max_side)
-    masks = []
-    for prompts in prompt_sets:
-        mask = P.rasterize(prompts, photo.shape[:2])
-        if working is not photo:
-            mask = images.resize_alpha_nearest(mask, working.shape[:2])
-        if interactive and not mask.any():
-            raise SmatError("interactive mode needs a prompt that marks at least one pixel in every prompt set")
-        masks.append(mask)
+    working = working_photo(photo, max_side)
+    masks = [prompt_mask(prompts, photo.shape[:2], working.shape[:2], None) for prompts in prompt_sets]
+    if interactive and not all(mask.any() for mask in masks):  # every set is checked before the encoder runs
+        raise SmatError("interactive mode needs a prompt that marks at least one pixel in every prompt set")
     start = time.perf_counter()
     embedding = predictor.embed(working)
     embed_seconds = time.perf_counter() - start
-    mattes = []
-    for mask in masks:
-        marked = bool(mask.any())
-        state = None if interactive is None else float(interactive)
-        start = time.perf_counter()
-        alpha = predictor.predict(embedding, mask, state)
-        seconds = time.perf_counter() - start
-        alpha = images.resize_alpha_nearest(np.asarray(alpha), photo.shape[:2])
-        mattes.append(Matte(alpha, marked if interactive is None else interactive, seconds))
+    mattes = [_decode_mask(predictor, embedding, mask, photo.shape[:2], interactive) for mask in masks]
     return PromptSetMattes(mattes, embed_seconds, embedding.nbytes)
 
 

@@ -59,6 +59,7 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "tritonclient": ("tritonclient", _SERVE_EXTRA),
     "pytriton": ("nvidia-pytriton", "python -m smat_deploy.serve.environment --install"),
     "openvino": ("openvino", "pip install 'smat-deploy[openvino]'"),
+    "aiohttp": ("aiohttp", "pip install 'smat-deploy[app]'"),
     "tensorrt": ("tensorrt", "pip install tensorrt --extra-index-url https://pypi.nvidia.com"),
 }
 
@@ -123,6 +124,11 @@ COMMANDS: dict[str, Command] = {
     "triton": Command(
         "smat_deploy.cli.triton:triton_command",
         "Write a Triton Inference Server model repository (config.pbtxt + model file) for an SMat engine.",
+    ),
+    "app": Command(
+        "smat_deploy.cli.webapp:app_command",
+        "Serve a web page to matte photos by clicking: open a photo, click, box or brush, see the alpha and cutout.",
+        ("aiohttp",),
     ),
     "serve": Command(
         "smat_deploy.cli.serve:serve_command",

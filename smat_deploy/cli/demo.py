@@ -27,10 +27,10 @@ composites (about a minute on a small CPU, first run only; cached in $SMAT_DEPLO
 $XDG_CACHE_HOME/smat-deploy, else ~/.cache/smat-deploy). Their mattes find the object, but they are
 not a real SMat checkpoint, and the output and report say so.
 
-Stages: export float32 ONNX (graph checks, parity on 8 cases) -> fp16/int8 variants (TensorRT engines
-where TensorRT and a GPU are present) -> every engine on a demo photo (auto and click) -> parity of
-every engine (as smat-deploy parity) -> bench. Takes several minutes on a small CPU (the INT8
-calibration is the longest step). Exit status 1 when an engine fails its parity tolerance (the
+Stages: export float32 ONNX and the interactive pair (graph checks, parity on 8 cases) -> fp16/int8
+variants (TensorRT engines where TensorRT and a GPU are present) -> every engine on a demo photo (auto
+and click) -> parity of every engine (as smat-deploy parity) -> bench. Takes several minutes on a small
+CPU (the INT8 calibration is the longest step). Exit status 1 when an engine fails its parity tolerance (the
 report is still written), 2 on bad input.
 """
 

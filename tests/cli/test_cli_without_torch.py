@@ -7,6 +7,7 @@ must not even try.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -110,3 +111,46 @@ def test_the_torch_engine_without_torch_is_one_line(without_torch, tmp_path):
     result, _ = without_torch("matte", photo, "-o", tmp_path / "alpha.png")
     assert result.returncode == 2
     assert "needs torch" in _one_error_line(result)
+
+
+def test_the_page_serves_an_onnx_pair_without_torch(tmp_path):
+    """``smat-deploy app`` on an exported pair: the page, a photo and a click, with torch refused at import."""
+    import signal
+    import urllib.request
+
+    from tiny_pair import make_tiny_pair
+
+    make_tiny_pair(tmp_path / "pair")
+    runner = tmp_path / "without_torch.py"
+    runner.write_text(RUNNER)
+    log = tmp_path / "blocked.log"
+    log.write_text("")
+    process = subprocess.Popen(
+        [sys.executable, str(runner), "app", "--engine", str(tmp_path / "pair"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_environment(), "SMAT_BLOCKED_LOG": str(log)},
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("serving the matting page on http://127.0.0.1:"), first + process.stderr.read()
+        url = first.split()[-1]
+        while not process.stdout.readline().startswith("ready"):
+            pass
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((28, 42, 3), np.uint8)).save(buffer, format="PNG")
+        request = urllib.request.Request(f"{url}api/photo?name=p.png", data=buffer.getvalue(), method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            session = json.loads(response.read())["session"]
+        body = json.dumps({"session": session, "prompts": [{"type": "point", "x": 5, "y": 6, "radius": 0}]})
+        request = urllib.request.Request(f"{url}api/matte", data=body.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert answer["mode"] == "interactive" and answer["prompt"] == "point"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "stopped: 1 photos, 1 mattes, 0 refused" in stderr
+    assert log.read_text().split() == []  # not even a guarded attempt

@@ -41,7 +41,15 @@ def test_demo_on_its_demo_weights_reuses_a_matching_export_and_writes_a_complete
     monkeypatch.setenv(CACHE_ENV, str(cache))
     export_dir = tmp_path / "export"
     export_dir.mkdir()
-    for name in ("smat.onnx", "smat.json"):
+    names = (
+        "smat.onnx",
+        "smat.json",
+        "smat_encoder.onnx",
+        "smat_encoder.json",
+        "smat_decoder.onnx",
+        "smat_decoder.json",
+    )
+    for name in names:
         shutil.copy(exported["dir"] / name, export_dir / name)
     before = sha256_of(export_dir / "smat.onnx")
     out = tmp_path / "report"

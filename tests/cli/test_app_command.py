@@ -1,0 +1,47 @@
+"""``smat-deploy app``: its options' bad values, an engine it cannot open and a port in use are one line each."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from tiny_pair import make_tiny_pair
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--engine", "nowhere/"),
+            "engine not found: nowhere/ (make the default with: smat-deploy export --interactive",
+        ),
+        (("--max-side", "5"), "--max-side must be 0 or at least 14, got 5"),
+        (("--port", "70000"), "--port must be between 0 and 65535, got 70000"),
+        (("--max-upload-mb", "0"), "--max-upload-mb and --max-megapixels must be positive"),
+        (("--session-count", "0"), "--session-count and --session-memory must be at least 1"),
+    ],
+)
+def test_bad_options_are_one_line(run_cli, args, message):
+    result = run_cli("app", *args)
+    assert result.code == 2
+    result.expect_error(message)
+
+
+def test_a_folder_without_the_pair_says_how_to_make_it(run_cli, tmp_path, tiny_onnx):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "smat.onnx").write_bytes(tiny_onnx.read_bytes())
+    result = run_cli("app", "--engine", folder)
+    assert result.code == 2
+    result.expect_error("make the pair with smat-deploy export --interactive")
+
+
+def test_a_port_in_use_is_one_line(run_cli, tmp_path):
+    make_tiny_pair(tmp_path / "pair")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("app", "--engine", tmp_path / "pair", "--port", port)
+    assert result.code == 2
+    result.expect_error(f"cannot listen on 127.0.0.1:{port}")
