@@ -131,6 +131,7 @@ async function drawPhoto(blob) {
   ui.drop.classList.add("loaded");
   ui.dropHint.hidden = true;
   ui.drop.querySelector(".stack").hidden = false;
+  for (const canvas of document.querySelectorAll("canvas.result")) canvas.hidden = false;
   drawOverlay();
 }
 
