@@ -26,11 +26,12 @@ import base64
 import errno
 import io
 import json
-import logging
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,8 +48,6 @@ from smat_deploy.apps.photos import decode_prompts, working_photo
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import PhotoEmbedding, Predictor
 from smat_deploy.serve.sessions import SessionCache, UnknownSession
-
-log = logging.getLogger("smat_deploy.app")
 
 SERVICE = web.AppKey("service", object)
 WORKER = web.AppKey("worker", ThreadPoolExecutor)
@@ -109,6 +108,12 @@ class MattingService:
         self.config = config
         self.sessions = SessionCache(config.session_count, config.session_bytes)
         self.counts = {"photos": 0, "clicks": 0, "errors": 0}
+        self._counts_lock = threading.Lock()
+
+    def count(self, what: str) -> None:
+        """One more photo, click or refused request (from any thread)."""
+        with self._counts_lock:
+            self.counts[what] += 1
 
     def info(self) -> dict:
         info = self.predictor.info
@@ -136,7 +141,7 @@ class MattingService:
         embed_ms = (time.perf_counter() - start) * 1e3
         session = PhotoSession(name, images.to_uint8(photo), embedding)
         session_id = self.sessions.put(session)
-        self.counts["photos"] += 1
+        self.count("photos")
         height, width = photo.shape[:2]
         return {
             "session": session_id,
@@ -164,7 +169,7 @@ class MattingService:
         alpha = images.to_uint8(matte.alpha)
         with session.lock:
             session.alpha = alpha
-        self.counts["clicks"] += 1
+        self.count("clicks")
         summary = {
             "click_ms": round(matte.seconds * 1e3, 1),
             "mode": "interactive" if matte.interactive else "automatic",
@@ -195,8 +200,12 @@ def _engine_call(function: Callable[..., Any], *args: Any) -> Any:
     except SmatError:
         raise
     except Exception as err:
-        log.exception("the engine failed")
-        raise EngineFailed(f"the engine failed: {type(err).__name__}: {err}".splitlines()[0]) from err
+        message = f"the engine failed: {type(err).__name__}: {err}".splitlines()[0]
+        # One line in the server's log (the page shows the same); the traceback with SMAT_DEPLOY_DEBUG=1.
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        if os.environ.get("SMAT_DEPLOY_DEBUG"):
+            traceback.print_exc()
+        raise EngineFailed(message) from err
 
 
 def parse_page_prompts(prompt_objects: object) -> list[P.Prompt]:
@@ -223,13 +232,13 @@ async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse
     except UnknownSession as err:
         return _error(410, str(err))
     except SmatError as err:
-        service.counts["errors"] += 1
+        service.count("errors")
         return _error(400, str(err))
     except EngineFailed as err:
-        service.counts["errors"] += 1
+        service.count("errors")
         return _error(500, str(err))
     except web.HTTPRequestEntityTooLarge:
-        service.counts["errors"] += 1
+        service.count("errors")
         limit = service.config.max_upload_bytes / 1e6
         return _error(413, f"the upload is larger than the server's limit of {limit:g} MB (--max-upload-mb)")
     except web.HTTPException as err:

@@ -410,21 +410,68 @@ def test_tabs_have_their_own_sessions_and_an_expired_one_is_embedded_again(
     np.testing.assert_array_equal(canvas_alpha(second), expected)
 
 
-def test_an_exif_rotated_photo_is_shown_upright(browser, tiny_page_server, tmp_path):
+def drop_file(page, path: Path) -> None:
+    """Drop ``path`` on the page as a file dragged from the desktop would arrive (a DataTransfer with the file)."""
+    before = results(page)
+    page.evaluate(
+        """([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name));
+            const drop = new DragEvent('drop', { dataTransfer: transfer, bubbles: true });
+            document.getElementById('drop').dispatchEvent(drop);
+        }""",
+        [path.name, list(path.read_bytes())],
+    )
+    wait_for_result(page, before + 1)
+
+
+def canvas_rgba(page, canvas_id: str) -> np.ndarray:
+    width, height, data = page.evaluate(
+        f"""() => {{ const c = document.getElementById('{canvas_id}');
+                    const pixels = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    return [c.width, c.height, Array.from(pixels)]; }}"""
+    )
+    return np.asarray(data, dtype=np.uint8).reshape(height, width, 4)
+
+
+def test_a_dropped_exif_rotated_photo_is_shown_upright_with_its_cutout_and_colour(browser, tiny_page_server, tmp_path):
     page = open_page(browser, tiny_page_server())
     upright = (np.random.default_rng(7).random((60, 100, 3)) * 255).astype(np.uint8)
     exif = Image.Exif()
     exif[0x0112] = 6  # a viewer turns the stored pixels a quarter clockwise
-    path = tmp_path / "phone.jpg"
-    Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1))).save(path, quality=95, exif=exif)
-    load_photo(page, path)
-    assert page.locator("#photo-name").inner_text() == "phone.jpg (100x60)"
+    path = tmp_path / "phone.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1))).save(path, exif=exif)
+    drop_file(page, path)
+    assert page.locator("#photo-name").inner_text() == "phone.png (100x60)"
     click(page, 90, 10)  # near the top-right corner of the upright photo
     alpha = canvas_alpha(page)
-    assert alpha.shape == (60, 100)
     expected = np.zeros((60, 100), np.uint8)
     expected[0:31, 70:100] = 255
     np.testing.assert_array_equal(alpha, expected)
+
+    np.testing.assert_array_equal(canvas_rgba(page, "photo-canvas")[..., :3], upright)
+    cutout = canvas_rgba(page, "cutout-canvas")
+    np.testing.assert_array_equal(cutout[..., 3], expected)
+    np.testing.assert_array_equal(cutout[expected == 255][:, :3], upright[expected == 255])
+    page.locator("#colour").fill("#ff0000")  # the colour picker: the composite follows at once
+    page.wait_for_function(
+        "document.getElementById('colour-canvas').getContext('2d').getImageData(0, 59, 1, 1).data[0] === 255"
+    )
+    on_colour = canvas_rgba(page, "colour-canvas")
+    assert (on_colour[expected == 0][:, :3] == (255, 0, 0)).all()  # background: the picked colour
+    np.testing.assert_array_equal(on_colour[expected == 255][:, :3], upright[expected == 255])  # foreground: the photo
+
+
+def test_a_decompression_bomb_is_refused_on_the_page(browser, tiny_page_server, tmp_path):
+    page = open_page(browser, tiny_page_server(max_pixels=10**6))
+    bomb = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((6000, 6000), np.uint8)).save(bomb, optimize=True)  # 36 megapixels in a few KB
+    page.set_input_files("#file", str(bomb))
+    page.wait_for_selector("#error:not([hidden])", timeout=TIMEOUT_MS)
+    assert page.locator("#error").inner_text() == (
+        "image bomb.png is 6000x6000 (36.0 megapixels), above the limit of 1 megapixels"
+    )
+    assert page.errors == []
 
 
 def test_the_page_reports_an_engine_failure_and_keeps_working(browser, tiny_page_server, tmp_path):

@@ -273,7 +273,7 @@ class FailingPredictor:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
-def test_an_engine_failure_is_a_500_and_the_server_keeps_serving(server):
+def test_an_engine_failure_is_a_500_and_the_server_keeps_serving(server, capsys):
     service = MattingService(FailingPredictor(server.service.predictor), AppConfig())
     with AppServer(service) as failing:
         client = Client(failing.url)
@@ -285,6 +285,9 @@ def test_an_engine_failure_is_a_500_and_the_server_keeps_serving(server):
         )
         assert client.json("GET", "/api/info")[0] == 200
         assert client.open_photo(png(photo(seed=2)))[0] == 200
+    # The server's log: the same one line, no traceback (SMAT_DEPLOY_DEBUG=1 adds it).
+    logged = capsys.readouterr().err
+    assert logged == "error: the engine failed: RuntimeError: CUDA error: an illegal memory access was encountered\n"
 
 
 def test_several_tabs_at_once_each_get_their_own_answer(client):
