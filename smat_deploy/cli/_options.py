@@ -184,12 +184,11 @@ def open_predictor(
 
     if backend not in (None, "onnxruntime", "torch"):
         raise SmatError(f"one embedding for several prompts runs on onnxruntime or torch, not --backend {backend}")
-    if engine is None or engine == TORCH_ENGINE:
-        return Predictor.open(checkpoint or TORCH_ENGINE, device, threads=threads, seed=seed)
-    path = Path(engine)
+    target = engine_target(engine, checkpoint)  # --checkpoint only with the torch engine, as for open_engine
+    path = Path(target)
+    if target == TORCH_ENGINE or path.suffix.lower() in (".pth", ".pt") or path.is_dir():
+        return Predictor.open(target, device, threads=threads, seed=seed)
     precision = next((name for name, p in PRECISIONS.items() if p.file == path.name), "float32")
-    if path.suffix.lower() in (".pth", ".pt") or path.is_dir():
-        return Predictor.open(path, device, threads=threads, seed=seed)
     if path.suffix.lower() != ".onnx":
         raise SmatError(
             f"one embedding for several prompts needs the interactive pair (an export folder, its encoder .onnx, "

@@ -45,3 +45,11 @@ def test_a_port_in_use_is_one_line(run_cli, tmp_path):
         result = run_cli("app", "--engine", tmp_path / "pair", "--port", port)
     assert result.code == 2
     result.expect_error(f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_a_checkpoint_with_an_exported_engine_is_one_line(run_cli, tmp_path):
+    """``-c`` belongs to the torch engine: with an export folder it is refused, not silently ignored."""
+    make_tiny_pair(tmp_path / "pair")
+    result = run_cli("app", "--engine", tmp_path / "pair", "-c", tmp_path / "smat.pth")
+    assert result.code == 2
+    result.expect_error(f"--checkpoint is for the torch engine; {tmp_path / 'pair'} carries its own weights")
