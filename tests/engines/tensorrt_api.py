@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "tensorrt-cu12-bindings"
+#: The bindings versions every API-surface test runs against (the ``api`` fixture of tests/engines/conftest.py).
+VERSIONS = ("11.4.0.106", "10.16.1.11", "10.0.1")
 MODULE = "tensorrt_bindings"
 
 #: The C entry points the bindings' extension module imports, by library (the same set for 10.0 to 11.4).

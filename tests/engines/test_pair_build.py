@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from tensorrt_api import TensorRTApi, TensorRTStandIns, tensorrt_api
 from tiny_pair import make_tiny_pair
 
 from smat_deploy.contract import DECODER_INPUTS, EMBEDDING_NAMES, PATCH_SIZE
@@ -23,7 +21,6 @@ from smat_deploy.errors import SmatError
 from smat_deploy.model.smat import padded_size
 
 TRT_AVAILABLE, TRT_REASON = tensorrt_status()
-VERSIONS = ("11.4.0.106", "10.16.1.11", "10.0.1")
 
 
 # -- (a) the decoder's profile, derived from the encoder's -----------------------------------------
@@ -147,18 +144,6 @@ def test_the_models_own_embedding_fits_the_derived_profile(varying_model):
 
 
 # -- (b) build_pair against NVIDIA's TensorRT API ------------------------------------------------
-@pytest.fixture(scope="module", params=VERSIONS)
-def api(request) -> TensorRTApi:
-    return tensorrt_api(request.config.cache, request.param)
-
-
-@pytest.fixture
-def trt(api, monkeypatch) -> TensorRTStandIns:
-    standins = TensorRTStandIns(api)
-    monkeypatch.setitem(sys.modules, "tensorrt", standins.module)
-    return standins
-
-
 def _build(trt, monkeypatch, encoder, output, **options):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(tensorrt_build, "_gpu", lambda: {"name": "stand-in", "compute_capability": "9.0"})

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import threading
 
 import numpy as np
 import pytest
 import torch
-from tensorrt_api import Signature, StandIn, TensorRTApi, TensorRTStandIns, install_bindings, tensorrt_api
+from tensorrt_api import Signature, StandIn, install_bindings
 
 from smat_deploy.engines import tensorrt_build
 from smat_deploy.engines.tensorrt_build import Profile, Shape, build_engine
@@ -33,8 +32,6 @@ from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime import tensorrt as trt_backend
 from smat_deploy.runtime.devices import as_torch
-
-VERSIONS = ("11.4.0.106", "10.16.1.11", "10.0.1")
 
 #: What smat_deploy's TensorRT code touches (build and runtime), by class.
 USED = {
@@ -76,19 +73,6 @@ USED = {
     "DataType": {"FLOAT", "HALF", "INT8", "INT32", "BOOL"},
     "Dims": set(),
 }
-
-
-@pytest.fixture(scope="module", params=VERSIONS)
-def api(request) -> TensorRTApi:
-    return tensorrt_api(request.config.cache, request.param)
-
-
-@pytest.fixture
-def trt(api, monkeypatch) -> TensorRTStandIns:
-    """Stand-ins for one TensorRT version, imported by ``import tensorrt``."""
-    standins = TensorRTStandIns(api)
-    monkeypatch.setitem(sys.modules, "tensorrt", standins.module)
-    return standins
 
 
 # -- (a) the dump ----------------------------------------------------------------------------------
