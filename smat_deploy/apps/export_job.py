@@ -25,7 +25,7 @@ from smat_deploy.engines.pair_variants import PairVariantReport, make_pair_varia
 from smat_deploy.engines.variants import VariantReport, make_variant
 from smat_deploy.errors import SmatError
 from smat_deploy.export import DEFAULT_OPSET
-from smat_deploy.export.parity import DEFAULT_TOLERANCE
+from smat_deploy.export.parity import DEFAULT_TOLERANCE, ParityReport
 from smat_deploy.export.pipeline import ExportReport, export_float32
 
 Log = Callable[[str], None]
@@ -100,6 +100,10 @@ class ExportResult:
             "interactive_variants": [v.as_dict() for v in self.pair_variants],
         }
 
+    def _checked(self, parity: ParityReport | None, what: str) -> str:
+        """``; WHAT max |diff| D <= TOL`` after a "wrote" line, or nothing when the check was skipped."""
+        return "" if parity is None else f"; {what} max |diff| {parity.max_abs:.1e} <= {self.tolerance:g}"
+
     def summary_text(self) -> str:
         """The parity table, what was written, and one table of variants with each INT8 file's sensitivity report."""
         report, lines = self.export, []
@@ -108,11 +112,7 @@ class ExportResult:
         lines.append(
             f"wrote {report.onnx_path} ({round(report.size_bytes / 1e6, 1)} MB, exported in "
             f"{report.export_seconds:.1f}s) and {report.manifest_path}; {len(report.graph_checks)} graph checks passed"
-            + (
-                ""
-                if report.parity is None
-                else f"; parity max |diff| {report.parity.max_abs:.1e} <= {self.tolerance:g}"
-            )
+            + self._checked(report.parity, "parity")
         )
         if report.golden is not None:
             lines.append(f"golden data: {report.golden[0]} and {report.golden[1]} (Polygraphy JSON)")
@@ -122,11 +122,7 @@ class ExportResult:
             lines.append(
                 f"wrote {pair.encoder} and {pair.decoder} ({' + '.join(f'{s / 1e6:.1f}' for s in pair.sizes)} MB, "
                 f"exported in {pair.seconds:.1f}s) with their manifests"
-                + (
-                    ""
-                    if pair.parity is None
-                    else f"; pair vs whole model max |diff| {pair.parity.max_abs:.1e} <= {self.tolerance:g}"
-                )
+                + self._checked(pair.parity, "pair vs whole model")
             )
             if pair.golden is not None:
                 lines.append("golden data for the pair: " + ", ".join(str(p[0].parent) for p in pair.golden.values()))
