@@ -357,6 +357,7 @@ class AppServer:
             self._runner = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> AppServer:
         return self.start()
