@@ -29,6 +29,10 @@ MIN_SIDE = PATCH_SIZE
 MAX_SIDE, MAX_BATCH = 8192, 256
 #: The position-embedding grid's native size (37 x 14): where the reference needs no resize.
 NATIVE_SIDE = 518
+#: DINOv2 ViT-S/14's token width and attention heads: the sizes of the embedding and of attention's score tensors.
+EMBED_WIDTH, ATTENTION_HEADS = 384, 6
+#: The decoder works at this multiple of the token grid (``16h x 16w``, a little more than the padded photo).
+DECODER_SCALE = 16
 
 INPUTS: list[dict] = [
     {
@@ -78,10 +82,10 @@ EMBEDDING: list[dict] = [
     {
         "name": "features",
         "dtype": "float32",
-        "shape": ["batch", 384, "grid_height", "grid_width"],
+        "shape": ["batch", EMBED_WIDTH, "grid_height", "grid_width"],
         "meaning": "DINOv2 patch tokens after the final LayerNorm, as a map",
     },
-    {"name": "class_token", "dtype": "float32", "shape": ["batch", 384], "meaning": "DINOv2 class token"},
+    {"name": "class_token", "dtype": "float32", "shape": ["batch", EMBED_WIDTH], "meaning": "DINOv2 class token"},
     {
         "name": "image16",
         "dtype": "float32",
@@ -113,6 +117,15 @@ PAIR_DIMENSIONS = {
     "grid_height": {"min": 1, "max": -(-MAX_SIDE // PATCH_SIZE) + 1},
     "grid_width": {"min": 1, "max": -(-MAX_SIDE // PATCH_SIZE) + 1},
 }
+
+
+def padded_grid(height: int, width: int) -> tuple[int, int]:
+    """The token grid of one ``height x width`` photo under the official padding rule, quirk included: when either
+    side is not a multiple of the patch, both sides grow to the next multiple (an aligned side by a whole patch)."""
+    if height % PATCH_SIZE or width % PATCH_SIZE:
+        return height // PATCH_SIZE + 1, width // PATCH_SIZE + 1
+    return height // PATCH_SIZE, width // PATCH_SIZE
+
 
 #: Prompt kinds that inputs are made with (calibration, gates, parity, benchmarks): "none" is automatic mode.
 PROMPT_KINDS = ("none", "point", "box", "scribble", "mask")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from smat_deploy.contract import EMBEDDING, PATCH_SIZE
+from smat_deploy.contract import EMBEDDING, PATCH_SIZE, padded_grid
 
 #: Grid scale of each spatial embedding tensor (``class_token`` has no spatial axes).
 EMBEDDING_SCALES = {"features": 1, "image16": 16, "detail2": 4, "fusion0": 2}
@@ -47,13 +47,6 @@ class ImageProfile(Protocol):
     min: ImageShape
     opt: ImageShape
     max: ImageShape
-
-
-def padded_grid(height: int, width: int, patch: int = PATCH_SIZE) -> tuple[int, int]:
-    """The token grid of one ``height x width`` photo under the official padding rule."""
-    if height % patch or width % patch:
-        return height // patch + 1, width // patch + 1
-    return height // patch, width // patch
 
 
 def _has_aligned(low: int, high: int, patch: int) -> bool:
@@ -83,7 +76,7 @@ def grid_profile(profile: ImageProfile, patch: int = PATCH_SIZE) -> dict[str, tu
     low, opt, high = profile.min, profile.opt, profile.max
     gh = grid_bounds(low.height, high.height, low.width, high.width, patch)
     gw = grid_bounds(low.width, high.width, low.height, high.height, patch)
-    opt_h, opt_w = padded_grid(opt.height, opt.width, patch)
+    opt_h, opt_w = padded_grid(opt.height, opt.width)
     return {"grid_height": (gh[0], opt_h, gh[1]), "grid_width": (gw[0], opt_w, gw[1])}
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from tiny_pair import make_tiny_pair
 
-from smat_deploy.contract import DECODER_INPUTS, EMBEDDING_NAMES, PATCH_SIZE
+from smat_deploy.contract import DECODER_INPUTS, EMBEDDING_NAMES, PATCH_SIZE, padded_grid
 from smat_deploy.engines import tensorrt_build
-from smat_deploy.engines.pair_profiles import decoder_shapes, encoder_shapes, grid_bounds, padded_grid
+from smat_deploy.engines.pair_profiles import decoder_shapes, encoder_shapes, grid_bounds
 from smat_deploy.engines.tensorrt_build import Profile, Shape, build_pair, check_pair_onnx, tensorrt_status
 from smat_deploy.errors import SmatError
 from smat_deploy.model.smat import padded_size
