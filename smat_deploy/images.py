@@ -138,15 +138,32 @@ def cap_long_side(image: np.ndarray, max_side: int) -> np.ndarray:
     benchmark script at 1560) and resize the alpha back to the original size with nearest
     interpolation; :func:`resize_alpha_nearest` does that last step. Off by default here.
     """
-    if max_side < 14:
-        raise SmatError(f"--max-side must be at least 14, got {max_side}")
+    if max_side < MIN_SIDE:
+        raise SmatError(f"--max-side must be at least {MIN_SIDE}, got {max_side}")
     height, width = image.shape[:2]
     if max(height, width) <= max_side:
         return image
-    scale = max_side / max(height, width)
-    new_size = (max(14, round(width * scale)), max(14, round(height * scale)))
+    return resize_image(image, scaled_size(height, width, max_side))
+
+
+def scaled_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """``(height, width)`` scaled so the long side is ``long_side``, the aspect kept, no side below the minimum."""
+    scale = long_side / max(height, width)
+    return max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float32 ``HxWxC`` image in [0, 1] at ``size`` (height, width), each channel by Pillow's bilinear filter.
+
+    Shrinking, Pillow widens the filter with the scale (every source pixel counts, no aliasing), which is
+    what a photo scaled down for the engine needs.
+    """
     channels = [
-        np.asarray(Image.fromarray(image[..., c], mode="F").resize(new_size, Image.Resampling.BILINEAR))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32), mode="F").resize(
+                (size[1], size[0]), Image.Resampling.BILINEAR
+            )
+        )
         for c in range(image.shape[-1])
     ]
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)

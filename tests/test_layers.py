@@ -23,6 +23,7 @@ LAYERS = {
     "_ort": 1,
     "metrics": 1,
     "images": 2,
+    "upsample": 2,
     "prompts": 3,
     "data": 4,
     "model": 5,
