@@ -33,6 +33,7 @@ from smat_deploy.contract import (
     read_manifest,
 )
 from smat_deploy.errors import SmatError
+from smat_deploy.runtime.memory import CONSERVATIVE, PAIR_PROFILES, PROFILES, MemoryEstimate, MemoryProfile
 
 #: A numpy array or a torch tensor (torch is never imported here to say so).
 Array = Any
@@ -44,6 +45,26 @@ def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], 
         raise SmatError(
             f"{source} does not match the SMat contract (image, prompt, state -> alpha): " + "; ".join(problems)
         )
+
+
+def profile_for_onnx(path: Path, runtime: str, pair: bool = False) -> MemoryProfile:
+    """The memory profile of ``runtime`` (``onnxruntime``) on an ONNX file: fused attention or not, float32 or not.
+
+    Only the calibrated cases get their own profile (float32 files; the CPU graphs, whose attention is one
+    ``com.microsoft.MultiHeadAttention`` per block); other precisions get the conservative one. ``pair``: the
+    file is the interactive pair's encoder (the pair's profiles).
+    """
+    import onnx
+
+    precision = sidecar_precision(path)[0]
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # unreadable here: the backend reports the file itself when it loads it
+        return CONSERVATIVE
+    fused = any(node.op_type == "MultiHeadAttention" for node in model.graph.node)
+    if precision not in ("float32", "float32_cpu", "int8_cpu", "int8"):
+        return CONSERVATIVE
+    return (PAIR_PROFILES if pair else PROFILES)[f"{runtime}-fused" if fused else runtime]
 
 
 def is_installed(package: str) -> bool:
@@ -70,6 +91,11 @@ class Limits:
         ):
             if value < low or (high is not None and value > high):
                 raise SmatError(f"{what} {value} is outside what {source} accepts: {_range(low, high)}")
+
+    @property
+    def fixed(self) -> bool:
+        """The engine takes one exact height or width (a fixed-size export)."""
+        return self.height[0] == self.height[1] or self.width[0] == self.width[1]
 
     def as_dict(self) -> dict:
         return {name: list(getattr(self, name)) for name in ("batch", "height", "width")}
@@ -162,6 +188,8 @@ class Backend(ABC):
     outputs: tuple[TensorSpec, ...] = CONTRACT_OUTPUTS
     limits: Limits = field(default_factory=Limits)
     details: dict = field(default_factory=dict)
+    #: How this runtime spends memory on SMat (:mod:`smat_deploy.runtime.memory`); chosen when the engine opens.
+    memory_profile: MemoryProfile = CONSERVATIVE
 
     @classmethod
     def accepts(cls, engine: object) -> bool:
@@ -189,6 +217,13 @@ class Backend(ABC):
 
         Must be safe to call from several threads at once.
         """
+
+    def estimate_memory(self, batch: int, height: int, width: int) -> MemoryEstimate:
+        """The predicted peak working memory of one call on ``batch x height x width`` inputs (MB).
+
+        From :attr:`memory_profile` by default; a backend that can ask its engine (TensorRT) overrides it.
+        """
+        return self.memory_profile.estimate(batch, height, width)
 
     def raw_call(self) -> Callable[[dict], object] | None:
         """The engine's own call on a numpy feed, without this wrapper (bench times the wrapper against it)."""

@@ -72,6 +72,38 @@ def check_cuda(device: Device, text: str) -> int:
     return index
 
 
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = (("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong))
+
+
+def cuda_free_memory_mb(index: int = 0) -> float:
+    """Free memory of CUDA GPU ``index`` now, in MB: torch's ``mem_get_info`` when torch is loaded, else NVML.
+
+    NVML (``libnvidia-ml``, shipped with the driver) answers without creating a CUDA context, so the ONNX
+    Runtime and TensorRT paths do not pay for one; where neither can answer, a size policy needs an explicit
+    ``--max-memory-mb``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(index)[0] / 1e6
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        nvml = None
+    if nvml is not None and nvml.nvmlInit_v2() == 0:
+        try:
+            handle, memory = ctypes.c_void_p(), _NvmlMemory()
+            if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) == 0 and (
+                nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0
+            ):
+                return memory.free / 1e6
+        finally:
+            nvml.nvmlShutdown()
+    raise SmatError(
+        f"cannot read the free memory of cuda:{index} (neither torch nor NVML answers): pass --max-memory-mb"
+    )
+
+
 def torch_device(text: str) -> Any:
     """A device request as a ``torch.device`` (CUDA checked to be usable); for the backends that run on torch."""
     import torch

@@ -30,6 +30,7 @@ from smat_deploy.runtime.base import (
     static_limits,
 )
 from smat_deploy.runtime.devices import is_tensor
+from smat_deploy.runtime.memory import PROFILES
 from smat_deploy.runtime.onnxrt import check_onnx_file
 
 _DTYPES = {
@@ -131,6 +132,7 @@ class OpenVinoBackend(Backend):
                 "inference_precision": inference_precision,
                 "hint": hint,
             },
+            memory_profile=PROFILES["openvino"],
         )
         backend.compiled = compiled
         backend._local = threading.local()

@@ -23,6 +23,7 @@ from smat_deploy.contract import CONTRACT_INPUTS, TensorSpec
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.base import Array, Backend, Limits, check_contract, is_installed, sidecar_precision
 from smat_deploy.runtime.devices import as_torch, torch_device
+from smat_deploy.runtime.memory import MB, MemoryEstimate
 
 INSTALL_HINT = "pip install tensorrt from NVIDIA's index: --extra-index-url https://pypi.nvidia.com"
 _DTYPE_NAMES = {
@@ -158,8 +159,36 @@ class TensorRTBackend(Backend):
         backend.engine = deserialized
         backend.cuda_device = target
         backend._local = threading.local()
+        backend._estimate_lock = threading.Lock()
         backend._runtime = runtime  # the engine must not outlive the runtime that deserialized it
         return backend
+
+    def estimate_memory(self, batch: int, height: int, width: int) -> MemoryEstimate:
+        """TensorRT's own figure: the activation memory its engine needs for these input shapes, plus the I/O tensors.
+
+        A context created with ``ExecutionContextAllocationStrategy.USER_MANAGED`` allocates nothing; after
+        its input shapes are set, ``update_device_memory_size_for_shapes`` returns what a call at those shapes
+        needs (TensorRT 10 and 11). An engine without that API gets the conservative profile.
+        """
+        trt = _import_tensorrt()
+        io_bytes = batch * height * width * (3 + 1 + 1) * 4 + batch * 4
+        with self._estimate_lock:
+            context = getattr(self, "_sizing_context", None)
+            if context is None:
+                strategy = getattr(trt, "ExecutionContextAllocationStrategy", None)
+                if strategy is None or not hasattr(trt.IExecutionContext, "update_device_memory_size_for_shapes"):
+                    return super().estimate_memory(batch, height, width)
+                context = self.engine.create_execution_context(strategy.USER_MANAGED)
+                self._sizing_context = context
+            for name, shape in (
+                ("image", (batch, 3, height, width)),
+                ("prompt", (batch, 1, height, width)),
+                ("state", (batch, 1)),
+            ):
+                context.set_input_shape(name, shape)
+            activations = int(context.update_device_memory_size_for_shapes())
+        total = (activations + io_bytes) / MB
+        return MemoryEstimate(total, 0.0, 0.0, 0.0, io_bytes / MB, "tensorrt (the engine's own figure)", "whole")
 
     def _context(self) -> tuple[Any, Any]:
         """This thread's execution context and ``torch.cuda.Stream``, created on first use."""

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from smat_deploy.runtime.base import THREADS, Array, Backend, BackendOption, is_installed
 from smat_deploy.runtime.devices import as_torch, torch_device
+from smat_deploy.runtime.memory import PROFILES
 
 #: The name that opens the reference with the built-in default weights.
 TORCH_ENGINE = "torch"
@@ -73,6 +74,7 @@ class TorchBackend(Backend):
             device=str(target),
             providers=[f"torch-{target.type}"],
             details={"weights": weights, "threads": torch.get_num_threads()},
+            memory_profile=PROFILES["torch"],
         )
         backend.model = model
         return backend

@@ -32,6 +32,7 @@ from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime import tensorrt as trt_backend
 from smat_deploy.runtime.devices import as_torch
+from smat_deploy.runtime.sizing import SizePolicy
 
 #: What smat_deploy's TensorRT code touches (build and runtime), by class.
 USED = {
@@ -332,6 +333,44 @@ def test_the_runtime_backend_runs_against_the_real_api(trt, engine_file):
     assert len(trt.calls_to("ICudaEngine.create_execution_context")) == 2  # one context per thread
     assert len(trt.calls_to("IExecutionContext.execute_async_v3")) == 2
     assert trt.violations == [] and trt.missing == []
+
+
+def test_the_memory_estimate_asks_the_engine_with_the_real_api(trt, engine_file):
+    """TensorRT's own figure for given shapes: a context that allocates nothing, its input shapes set, then
+    ``update_device_memory_size_for_shapes`` (TensorRT 10.1 and later); without it, the conservative profile."""
+    runtime = Runtime.open(engine_file)
+    has_query = "update_device_memory_size_for_shapes" in trt.api.classes["IExecutionContext"].attributes
+    trt.returns("IExecutionContext.update_device_memory_size_for_shapes", 250_000_000)
+    estimate = runtime.backend.estimate_memory(2, 300, 400)
+    if not has_query:
+        assert estimate.profile == "conservative"
+        assert trt.missing == ["tensorrt.IExecutionContext.update_device_memory_size_for_shapes"]
+        return
+    io_bytes = 2 * 300 * 400 * 5 * 4 + 2 * 4
+    assert estimate.total_mb == pytest.approx((250_000_000 + io_bytes) / 1e6)
+    assert estimate.profile == "tensorrt (the engine's own figure)"
+    (created,) = trt.calls_to("ICudaEngine.create_execution_context")
+    assert created.args == (trt.module.ExecutionContextAllocationStrategy.USER_MANAGED,)
+    assert [c.args for c in trt.calls_to("IExecutionContext.set_input_shape")] == [
+        ("image", (2, 3, 300, 400)),
+        ("prompt", (2, 1, 300, 400)),
+        ("state", (2, 1)),
+    ]
+    runtime.backend.estimate_memory(1, 100, 100)  # the sizing context is made once
+    assert len(trt.calls_to("ICudaEngine.create_execution_context")) == 1
+    assert trt.violations == [] and trt.missing == []
+
+
+def test_a_photo_larger_than_the_profile_runs_scaled_to_fit_it(trt, engine_file):
+    """Under a size policy, a photo above the engine's optimisation profile (518x600 at most) is scaled to fit
+    it and its alpha comes back at the photo's size, instead of being refused."""
+    runtime = Runtime.open(engine_file, size_policy=SizePolicy(max_memory_mb=100_000, upsampling="nearest"))
+    trt.returns("IExecutionContext.update_device_memory_size_for_shapes", 1_000_000)
+    alpha = runtime(np.zeros((900, 1200, 3), np.uint8))
+    assert alpha.shape == (900, 1200)
+    shapes = [c.args for c in trt.calls_to("IExecutionContext.set_input_shape") if c.args[0] == "image"]
+    assert shapes[-1] == ("image", (1, 3, 450, 600))
+    assert trt.violations == []
 
 
 def test_the_runtime_backend_refuses_with_the_real_api(trt, engine_file):

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from smat_deploy.runtime.memory import peak_resident_mb, resident_mb
+
 #: Side of the square float32 matrices whose product sets the ceiling (2 x 4096^3 = 137 GFLOP).
 DEFAULT_MATMUL_SIZE = 4096
 
@@ -82,19 +84,10 @@ def machine_description() -> dict:
 
 
 def current_rss_mb() -> float:
-    """This process's resident memory now (Linux ``/proc/self/status``), in MB (10^6 bytes)."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return peak_rss_mb()
+    """This process's resident memory now, in MB (10^6 bytes)."""
+    return resident_mb() or peak_rss_mb()
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (``getrusage`` ``ru_maxrss``; KiB on Linux), in MB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    """This process's peak resident memory so far, in MB."""
+    return peak_resident_mb()
