@@ -25,18 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from smat_deploy.contract import EMBEDDING_NAMES, PATCH_SIZE, canonical_precision, pair_file, read_manifest
+from smat_deploy.contract import EMBEDDING_NAMES, canonical_precision, padded_grid, pair_file, read_manifest
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.devices import is_tensor, parse_device
 from smat_deploy.runtime.inputs import prepare_image, prepare_prompt_for, prepare_state, restore
-
-
-def padded_grid(height: int, width: int) -> tuple[int, int]:
-    """The token grid of an ``height x width`` photo after the official padding rule (both sides grow when
-    either is not a multiple of the patch)."""
-    if height % PATCH_SIZE or width % PATCH_SIZE:
-        return height // PATCH_SIZE + 1, width // PATCH_SIZE + 1
-    return height // PATCH_SIZE, width // PATCH_SIZE
+from smat_deploy.runtime.memory import PAIR_PROFILES, MemoryEstimate, MemoryProfile, pair_estimate
+from smat_deploy.runtime.sizing import Budget, MemoryGate, Rescale, SizePlan, SizePolicy, Sizing, resolve_budget
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +40,9 @@ class PhotoEmbedding:
     ``tensors`` maps names to arrays on :attr:`device`: the exported pair's embedding
     (``contract.EMBEDDING_NAMES``: ``features``, ``class_token``, ``image16``, ``detail2``, ``fusion0``)
     or, on the torch engine, the reference's (``SMat.embed``: ``detail3`` in place of ``fusion0``);
-    ``nbytes`` is what it holds in memory.
+    ``nbytes`` is what it holds in memory. ``height`` and ``width`` are the photo's (prompts have that
+    size); ``run_height`` and ``run_width`` the size the encoder ran at, smaller when a size policy
+    scaled the photo (``rescale`` then brings each alpha back to the photo's size).
     """
 
     tensors: Mapping[str, Any]
@@ -61,13 +57,24 @@ class PhotoEmbedding:
     #: The caller's torch device (alphas come back there as tensors), or None for numpy.
     caller_device: Any = None
     nbytes: int = field(default=0)
+    run_height: int | None = None
+    run_width: int | None = None
+    rescale: Rescale | None = None
+
+    @property
+    def run_size(self) -> tuple[int, int]:
+        """``(height, width)`` the encoder ran at: the photo's own unless a size policy scaled it."""
+        return (self.run_height or self.height, self.run_width or self.width)
 
     @property
     def grid(self) -> tuple[int, int]:
-        return padded_grid(self.height, self.width)
+        return padded_grid(*self.run_size)
 
     def __repr__(self) -> str:
-        return f"PhotoEmbedding({self.batch}x{self.height}x{self.width}, {self.nbytes / 1e6:.1f} MB on {self.device})"
+        run = "" if self.rescale is None else f" run at {self.run_size[1]}x{self.run_size[0]}"
+        return (
+            f"PhotoEmbedding({self.batch}x{self.height}x{self.width}{run}, {self.nbytes / 1e6:.1f} MB on {self.device})"
+        )
 
 
 class _Engine:
@@ -79,6 +86,7 @@ class _Engine:
     model_key: str
     source: str
     details: dict
+    memory_profile: MemoryProfile
 
     def embed(self, image: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -96,6 +104,7 @@ class _OrtPair(_Engine):
         import onnxruntime as ort
 
         from smat_deploy._ort import session_options
+        from smat_deploy.runtime.base import profile_for_onnx
         from smat_deploy.runtime.onnxrt import resolve_providers
 
         manifests = {role: _pair_manifest(path, role) for role, path in (("encoder", encoder), ("decoder", decoder))}
@@ -137,6 +146,7 @@ class _OrtPair(_Engine):
             arena = "cpu:0" if self.cuda_index is None else f"cpu:0;gpu:{self.cuda_index}"
             self.encoder_run.add_run_config_entry("memory.enable_memory_arena_shrinkage", arena)
         self.model_key = f"{keys['encoder']}:onnxruntime:{self.precision}"
+        self.memory_profile = profile_for_onnx(encoder, "onnxruntime", pair=True)
         self.source = str(encoder.parent)
         self.details = {
             "encoder": str(encoder),
@@ -195,6 +205,7 @@ class _TorchPair(_Engine):
         self.device = str(target)
         self.precision = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         self.model_key = f"{weights_digest(self.model)}:torch:{self.precision}"
+        self.memory_profile = PAIR_PROFILES["torch"]
         self.details = {"weights": weights, "threads": torch.get_num_threads()}
 
     def embed(self, image: Any) -> dict[str, Any]:
@@ -231,12 +242,15 @@ class Predictor:
     file, ``"torch"`` (the built-in weights), a ``.pth``/``.pt`` checkpoint or an ``SMat`` module.
     ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``release_memory`` (ONNX Runtime): give the
     encoder's working memory back after each :meth:`embed` (about half the peak, and nothing held between
-    clicks, for about 20 % more embed time at 768x1024); False keeps ONNX Runtime's arena. Safe to use
-    from several threads at once.
+    clicks, for about 20 % more embed time at 768x1024); False keeps ONNX Runtime's arena.
+    ``size_policy``: as for :meth:`Runtime.open <smat_deploy.runtime.Runtime.open>` (None: every photo is
+    embedded at its own size); with one, a photo too large for the budget is embedded scaled down and every
+    alpha comes back at the photo's size by guided upsampling. Safe to use from several threads at once.
     """
 
-    def __init__(self, engine: _Engine) -> None:
+    def __init__(self, engine: _Engine, sizing: Sizing | None = None) -> None:
         self.engine = engine
+        self.sizing = sizing
 
     @classmethod
     def open(
@@ -248,22 +262,47 @@ class Predictor:
         threads: int | None = None,
         seed: int = 0,
         release_memory: bool = True,
+        size_policy: SizePolicy | str | bool | None = None,
+        reserved_mb: float = 0.0,
     ) -> Predictor:
+        from smat_deploy.runtime.wrapper import as_size_policy
+
         parse_device(device)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise SmatError(f"threads must be a positive integer, got {threads!r}")
+        policy = as_size_policy(size_policy)
         torch_module = sys.modules.get("smat_deploy.model.smat")
         if source == "torch" or (torch_module is not None and isinstance(source, torch_module.SMat)):
-            return cls(_TorchPair(source, device, threads, seed))
-        if not isinstance(source, str | os.PathLike):
+            engine: _Engine = _TorchPair(source, device, threads, seed)
+        elif not isinstance(source, str | os.PathLike):
             raise SmatError(f"Predictor source must be a folder, a file or 'torch', got {type(source).__name__}")
-        path = Path(source)
-        if path.suffix.lower() in (".pth", ".pt"):
-            if not path.is_file():
-                raise SmatError(f"checkpoint not found: {path}")
-            return cls(_TorchPair(path, device, threads, seed))
-        encoder, decoder = _pair_paths(path, precision)
-        return cls(_OrtPair(encoder, decoder, device, threads, release_memory))
+        elif Path(source).suffix.lower() in (".pth", ".pt"):
+            if not Path(source).is_file():
+                raise SmatError(f"checkpoint not found: {source}")
+            engine = _TorchPair(Path(source), device, threads, seed)
+        else:
+            encoder, decoder = _pair_paths(Path(source), precision)
+            engine = _OrtPair(encoder, decoder, device, threads, release_memory)
+        predictor = cls(engine)
+        if policy is not None:
+            predictor.use_size_policy(policy, resolve_budget(policy, engine.device, reserved_mb))
+        return predictor
+
+    def use_size_policy(
+        self, policy: SizePolicy | None, budget: Budget | None = None, gate: MemoryGate | None = None
+    ) -> None:
+        """Embed photos under ``policy`` from now on (None: at their own size); ``budget`` (measured now when
+        None) and ``gate`` may be shared with a :class:`~smat_deploy.runtime.Runtime` drawing on the same memory."""
+        if policy is None:
+            self.sizing = None
+            return
+        profile = self.engine.memory_profile
+
+        def estimate(batch: int, height: int, width: int) -> MemoryEstimate:
+            return pair_estimate(profile, batch, height, width)
+
+        budget = budget if budget is not None else resolve_budget(policy, self.engine.device)
+        self.sizing = Sizing(policy, budget, estimate, gate=gate)  # type: ignore[arg-type]
 
     @property
     def backend(self) -> str:
@@ -277,12 +316,32 @@ class Predictor:
     def precision(self) -> str:
         return self.engine.precision
 
+    def plan(self, batch: int, height: int, width: int) -> SizePlan | None:
+        """How a ``batch x height x width`` photo would be embedded under the size policy (None: no policy)."""
+        return None if self.sizing is None else self.sizing.plan(batch, height, width)
+
     def embed(self, image: object) -> PhotoEmbedding:
         """Run the encoder once: ``image`` as :class:`~smat_deploy.Runtime` takes it -> :class:`PhotoEmbedding`."""
         batch_image, single = prepare_image(image)
         caller_device = batch_image.device if is_tensor(batch_image) else None
         batch, _, height, width = (int(d) for d in batch_image.shape)
-        tensors = self.engine.embed(batch_image)
+        rescale = None
+        if self.sizing is None:
+            tensors = self.engine.embed(batch_image)
+        else:
+            plan = self.sizing.plan(batch, height, width)
+            if self.sizing.chunk(plan) < batch:
+                raise SmatError(
+                    f"{batch} photos of {width}x{height} do not fit the memory budget at once "
+                    f"({plan.predicted_mb:,.0f} MB for one): embed fewer at a time"
+                )
+            with self.sizing.gate.reserve(plan.predicted_mb):
+                if plan.scaled:  # scaled on the host; a full-size photo stays where the caller put it
+                    rescale = Rescale(plan, _host(batch_image)).prepare()  # the guide once, not per click
+                    tensors = self.engine.embed(rescale.image)
+                else:
+                    tensors = self.engine.embed(batch_image)
+        run_height, run_width = (height, width) if rescale is None else rescale.image.shape[2:]
         return PhotoEmbedding(
             tensors=tensors,
             batch=batch,
@@ -292,7 +351,10 @@ class Predictor:
             model_key=self.engine.model_key,
             single=single,
             caller_device=caller_device,
-            nbytes=sum(_nbytes(t) for t in tensors.values()),
+            nbytes=sum(_nbytes(t) for t in tensors.values()) + (0 if rescale is None else rescale.nbytes),
+            run_height=int(run_height),
+            run_width=int(run_width),
+            rescale=rescale,
         )
 
     def predict(self, embedding: PhotoEmbedding, prompt: object = None, state: object = None) -> Any:
@@ -311,10 +373,15 @@ class Predictor:
                 "embed the photo again"
             )
         shape = (embedding.batch, embedding.height, embedding.width)
-        like = _like(embedding.caller_device)
+        rescale = embedding.rescale
+        like = _like(None if rescale is not None else embedding.caller_device)
         batch_prompt = prepare_prompt_for(prompt, shape, like)
         batch_state = prepare_state(state, batch_prompt)
-        alpha = self.engine.decode(embedding.tensors, batch_prompt, batch_state)
+        if rescale is None:
+            alpha = self.engine.decode(embedding.tensors, batch_prompt, batch_state)
+        else:
+            small = self.engine.decode(embedding.tensors, rescale.prompt(_host(batch_prompt)), batch_state)
+            alpha = rescale.alpha(_host(small))
         return restore(alpha, embedding.caller_device, embedding.single)
 
     def __call__(self, image: object, prompt: object = None, state: object = None) -> Any:
