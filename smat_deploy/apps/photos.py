@@ -1,8 +1,8 @@
 """Photos on disk to alpha files with any :class:`~smat_deploy.runtime.Runtime`: one photo, or a folder.
 
-Prompts are given in the original photo's pixels and rasterised there; when the photo is capped
-(``max_side``, as the official scripts do for very large inputs) the mask follows it with nearest
-interpolation and the alpha is resized back the same way.
+Prompts are given in the original photo's pixels and rasterised at the photo's size; the runtime's
+size policy (:mod:`smat_deploy.runtime.sizing`) decides the size the engine runs at and brings the alpha
+back to the photo's size, so every function here works at the photo's size only.
 
 A folder run mattes every photo in the folder (not its subfolders). A photo's prompts come from a
 prompt file with the same stem beside it (``dog.jpg`` -> ``dog.json``, the format of ``--prompt``);
@@ -27,8 +27,8 @@ from smat_deploy.errors import SmatError
 from smat_deploy.images import PHOTO_SUFFIXES
 from smat_deploy.runtime import Predictor, Runtime
 from smat_deploy.runtime.predictor import PhotoEmbedding
-
-#: Photo formats a folder run picks up (case-insensitive).
+from smat_deploy.runtime.sizing import SizePlan
+from smat_deploy.runtime.wrapper import CallReport
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,16 @@ class Matte:
     alpha: np.ndarray  # float32 HxW at the photo's size
     interactive: bool
     seconds: float  # the runtime call alone
+    report: CallReport | None = None  # the size plan and the seconds of each stage (whole-model runs)
+
+    @property
+    def plan(self) -> SizePlan | None:
+        return None if self.report is None else self.report.plan
 
 
-def working_photo(photo: np.ndarray, max_side: int | None) -> np.ndarray:
-    """The photo the engine sees: ``photo`` itself, or scaled down to ``max_side`` (:func:`images.cap_long_side`)."""
-    return photo if max_side is None else images.cap_long_side(photo, max_side)
-
-
-def prompt_mask(
-    prompts: list[P.Prompt], photo_size: tuple[int, int], working_size: tuple[int, int], interactive: bool | None
-) -> np.ndarray:
-    """The prompts rasterised at the photo's size (their coordinates' frame), then at the working size."""
+def prompt_mask(prompts: list[P.Prompt], photo_size: tuple[int, int], interactive: bool | None) -> np.ndarray:
+    """The prompts rasterised at the photo's size (their coordinates' frame)."""
     mask = P.rasterize(prompts, photo_size)
-    if tuple(working_size) != tuple(photo_size):
-        mask = images.resize_alpha_nearest(mask, working_size)
     if interactive and not mask.any():
         raise SmatError("interactive mode needs a prompt that marks at least one pixel")
     return mask
@@ -59,9 +55,8 @@ def _state(interactive: bool | None) -> float | None:
     return None if interactive is None else float(interactive)
 
 
-def _matte(alpha: object, mask: np.ndarray, interactive: bool | None, photo_size: tuple, seconds: float) -> Matte:
-    alpha = images.resize_alpha_nearest(np.asarray(alpha), photo_size)
-    return Matte(alpha, bool(mask.any()) if interactive is None else interactive, seconds)
+def _interactive(mask: np.ndarray, interactive: bool | None) -> bool:
+    return bool(mask.any()) if interactive is None else interactive
 
 
 def matte_photo(
@@ -69,40 +64,31 @@ def matte_photo(
     photo: np.ndarray,
     prompts: list[P.Prompt],
     interactive: bool | None = None,
-    max_side: int | None = None,
 ) -> Matte:
-    """``photo`` float32 ``HxWx3`` -> alpha at its size.
+    """``photo`` float32 ``HxWx3`` -> alpha at its size (the runtime's size policy picks the size it runs at).
 
     ``interactive`` None: interactive exactly when a prompt marks a pixel; False forces automatic.
     """
-    working = working_photo(photo, max_side)
-    mask = prompt_mask(prompts, photo.shape[:2], working.shape[:2], interactive)
-    start = time.perf_counter()
-    alpha = runtime(working, mask, _state(interactive))
-    return _matte(alpha, mask, interactive, photo.shape[:2], time.perf_counter() - start)
+    mask = prompt_mask(prompts, photo.shape[:2], interactive)
+    alpha, report = runtime.call(photo, mask, _state(interactive))
+    return Matte(np.asarray(alpha), _interactive(mask, interactive), report.seconds, report)
 
 
 def decode_prompts(
     predictor: Predictor,
     embedding: PhotoEmbedding,
     prompts: list[P.Prompt],
-    photo_size: tuple[int, int],
     interactive: bool | None = None,
 ) -> Matte:
-    """One prompt set on a photo embedded at its working size -> alpha at the photo's size (as :func:`matte_photo`).
-
-    ``photo_size`` (height, width) is the photo's own size, the frame of the prompts' coordinates.
-    """
-    mask = prompt_mask(prompts, photo_size, (embedding.height, embedding.width), interactive)
-    return _decode_mask(predictor, embedding, mask, photo_size, interactive)
+    """One prompt set on an embedded photo -> alpha at the photo's size (as :func:`matte_photo`)."""
+    mask = prompt_mask(prompts, (embedding.height, embedding.width), interactive)
+    return _decode_mask(predictor, embedding, mask, interactive)
 
 
-def _decode_mask(
-    predictor: Predictor, embedding: PhotoEmbedding, mask: np.ndarray, photo_size: tuple, interactive: bool | None
-) -> Matte:
+def _decode_mask(predictor: Predictor, embedding: PhotoEmbedding, mask: np.ndarray, interactive: bool | None) -> Matte:
     start = time.perf_counter()
     alpha = predictor.predict(embedding, mask, _state(interactive))
-    return _matte(alpha, mask, interactive, photo_size, time.perf_counter() - start)
+    return Matte(np.asarray(alpha), _interactive(mask, interactive), time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -112,6 +98,7 @@ class PromptSetMattes:
     mattes: list[Matte]
     embed_seconds: float
     embedding_bytes: int
+    embedding: PhotoEmbedding
 
 
 def matte_prompt_sets(
@@ -119,22 +106,20 @@ def matte_prompt_sets(
     photo: np.ndarray,
     prompt_sets: list[list[P.Prompt]],
     interactive: bool | None = None,
-    max_side: int | None = None,
 ) -> PromptSetMattes:
     """``photo`` float32 ``HxWx3`` and several prompt lists -> one alpha per list, from one embedding.
 
-    Each set is handled as :func:`matte_photo` handles its prompts (rasterised at the photo's size,
-    following a ``max_side`` cap); ``Matte.seconds`` is that set's decoder call alone.
+    Each set is handled as :func:`matte_photo` handles its prompts; ``Matte.seconds`` is that set's
+    decoder call alone.
     """
-    working = working_photo(photo, max_side)
-    masks = [prompt_mask(prompts, photo.shape[:2], working.shape[:2], None) for prompts in prompt_sets]
+    masks = [prompt_mask(prompts, photo.shape[:2], None) for prompts in prompt_sets]
     if interactive and not all(mask.any() for mask in masks):  # every set is checked before the encoder runs
         raise SmatError("interactive mode needs a prompt that marks at least one pixel in every prompt set")
     start = time.perf_counter()
-    embedding = predictor.embed(working)
+    embedding = predictor.embed(photo)
     embed_seconds = time.perf_counter() - start
-    mattes = [_decode_mask(predictor, embedding, mask, photo.shape[:2], interactive) for mask in masks]
-    return PromptSetMattes(mattes, embed_seconds, embedding.nbytes)
+    mattes = [_decode_mask(predictor, embedding, mask, interactive) for mask in masks]
+    return PromptSetMattes(mattes, embed_seconds, embedding.nbytes, embedding)
 
 
 def list_photos(folder: str | os.PathLike[str]) -> list[Path]:
@@ -184,7 +169,6 @@ def matte_folder(
     *,
     cutout_dir: Path | None = None,
     interactive: bool | None = None,
-    max_side: int | None = None,
     on_skip: Callable[[Path, str], None] = lambda photo, reason: None,
 ) -> FolderReport:
     """Matte every photo; write ``out_dir/<stem>.png`` (and cutouts). Failures are skipped, reported, counted.
@@ -202,7 +186,7 @@ def matte_folder(
             prompt_list = P.load_prompt_file(prompt_file) if prompt_file.is_file() and interactive is not False else []
             if interactive and not prompt_list:
                 raise SmatError(f"interactive mode needs a prompt file {prompt_file.name} beside the photo")
-            matte = matte_photo(runtime, photo, prompt_list, interactive, max_side)
+            matte = matte_photo(runtime, photo, prompt_list, interactive)
             images.save_alpha(alphas[photo_path], matte.alpha)
             if photo_path in cutouts:
                 images.save_cutout(cutouts[photo_path], photo, matte.alpha)
@@ -219,6 +203,7 @@ def matte_folder(
                 "alpha": str(alphas[photo_path]),
                 "cutout": str(cutouts[photo_path]) if photo_path in cutouts else None,
                 "seconds": round(matte.seconds, 3),
+                "run_size": None if matte.plan is None else [matte.plan.run_width, matte.plan.run_height],
             }
         )
     return report

@@ -5,8 +5,9 @@ JSON API served by aiohttp:
 
 - ``GET /api/info``: the engine (backend, precision, device) and the server's limits;
 - ``POST /api/photo?name=NAME`` with the photo file as the body: the photo is read like any photo (EXIF
-  orientation applied, size limits, decompression bombs refused), capped to ``max_side``, embedded once,
-  and kept under a new session id in a bounded cache (:class:`~smat_deploy.serve.sessions.SessionCache`);
+  orientation applied, size limits, decompression bombs refused), embedded once at the size the predictor's
+  size policy picks (:mod:`smat_deploy.runtime.sizing`), and kept under a new session id in a bounded cache
+  (:class:`~smat_deploy.serve.sessions.SessionCache`);
 - ``GET /api/session/ID/photo.png``: the photo as the server reads it (upright), which the page draws;
 - ``POST /api/matte`` with ``{"session": ID, "prompts": [...], "automatic": false}``: one decoder run on
   the session's embedding; the prompts are the JSON prompt objects ``smat-deploy matte --prompt`` reads
@@ -44,7 +45,7 @@ from PIL import Image
 
 from smat_deploy import images
 from smat_deploy import prompts as P
-from smat_deploy.apps.photos import decode_prompts, working_photo
+from smat_deploy.apps.photos import decode_prompts
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import PhotoEmbedding, Predictor
 from smat_deploy.serve.sessions import SessionCache, UnknownSession
@@ -58,11 +59,14 @@ PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "app.css":
 PAGE_PROMPT_KINDS = ("point", "box", "scribble")
 
 
+#: Longest side the page's engine runs at by default: clicks stay interactive on a CPU (about 0.2 s at 512x512).
+APP_MAX_SIDE = 1024
+
+
 @dataclass(frozen=True)
 class AppConfig:
-    """The server's limits. ``max_side``: long side the engine sees (None: the photo's own size)."""
+    """The server's limits. The size the engine runs a photo at is the predictor's size policy's."""
 
-    max_side: int | None = 1024
     max_upload_bytes: int = 50 * 10**6
     max_pixels: int = 50 * 10**6
     session_count: int = 8
@@ -118,13 +122,18 @@ class MattingService:
     def info(self) -> dict:
         info = self.predictor.info
         config = self.config
+        sizing = self.predictor.sizing
+        policy = None if sizing is None else sizing.policy
         return {
             "engine": config.engine or str(info["source"]),
             "source": str(info["source"]),
             "backend": info["backend"],
             "precision": info["precision"],
             "device": info["device"],
-            "max_side": config.max_side,
+            "max_side": None if policy is None else policy.max_side,
+            "scale_to": None if policy is None else policy.scale_to,
+            "upsampling": None if policy is None else policy.upsampling,
+            "memory_budget_mb": None if sizing is None else round(sizing.budget.total_mb),
             "max_upload_mb": config.max_upload_bytes / 1e6,
             "max_megapixels": config.max_pixels / 1e6,
             "session_count": config.session_count,
@@ -135,10 +144,10 @@ class MattingService:
     def open_photo(self, data: bytes, name: str) -> dict:
         """Read, cap and embed an uploaded photo; its session id and what the page shows about it."""
         photo = images.decode_image(data, name, self.config.max_pixels)
-        working = working_photo(photo, self.config.max_side)
         start = time.perf_counter()
-        embedding = _engine_call(self.predictor.embed, working)
+        embedding = _engine_call(self.predictor.embed, photo)
         embed_ms = (time.perf_counter() - start) * 1e3
+        run_height, run_width = embedding.run_size
         session = PhotoSession(name, images.to_uint8(photo), embedding)
         session_id = self.sessions.put(session)
         self.count("photos")
@@ -148,8 +157,8 @@ class MattingService:
             "name": name,
             "width": width,
             "height": height,
-            "working_width": int(working.shape[1]),
-            "working_height": int(working.shape[0]),
+            "working_width": int(run_width),
+            "working_height": int(run_height),
             "embed_ms": round(embed_ms, 1),
             "embedding_mb": round(embedding.nbytes / 1e6, 2),
         }
@@ -163,9 +172,8 @@ class MattingService:
         """One prompt set on a session's embedding -> (timings and mode, the alpha as PNG)."""
         session = self.session(session_id)
         prompt_list = parse_page_prompts(prompt_objects)
-        photo_size = session.photo.shape[:2]
         interactive = False if automatic else None
-        matte = _engine_call(decode_prompts, self.predictor, session.embedding, prompt_list, photo_size, interactive)
+        matte = _engine_call(decode_prompts, self.predictor, session.embedding, prompt_list, interactive)
         alpha = images.to_uint8(matte.alpha)
         with session.lock:
             session.alpha = alpha

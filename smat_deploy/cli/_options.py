@@ -15,8 +15,10 @@ from smat_deploy import prompts as P
 from smat_deploy.contract import pair_file, read_manifest
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import BACKENDS, Predictor, Runtime, backend_for
+from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO, SizePolicy
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 from smat_deploy.runtime.wrapper import shared_options
+from smat_deploy.upsample import UPSAMPLING_METHODS
 
 CheckpointOption = Annotated[
     Path | None,
@@ -82,6 +84,49 @@ MaskOption = Annotated[
     list[Path] | None, typer.Option("--mask", help="Mask image of the photo's size; non-zero = marked.")
 ]
 RadiusOption = Annotated[int, typer.Option("--point-radius", help="Half side of a click's square, px.")]
+
+# -- photo sizes and memory (smat_deploy.runtime.sizing): the same four options on every command that mattes ----
+MaxMemoryOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-memory-mb",
+        help="Memory budget in MB: the process's peak while matting a photo (on a GPU: the engine's GPU memory). "
+        "A photo that does not fit runs scaled down. Default: 60%% of the memory available when the engine "
+        "opens (80%% of a GPU's free memory).",
+        show_default=False,
+    ),
+]
+MaxSideOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-side",
+        help="Run every photo at most this long side, in px (for speed); the alpha comes back at the photo's size. "
+        "Default: no cap, only the memory budget scales.",
+        show_default=False,
+    ),
+]
+ScaleToOption = Annotated[
+    int,
+    typer.Option(
+        "--scale-to",
+        help="Long side, in px, a photo too large for the memory budget runs at, at most (the quality cap).",
+    ),
+]
+UpsamplingOption = Annotated[
+    str,
+    typer.Option(
+        "--upsampling",
+        help=f"How an alpha made below the photo's size comes back to it: {', '.join(UPSAMPLING_METHODS)} "
+        "(guided follows the full-size photo's edges; nearest is the official demo's).",
+    ),
+]
+
+
+def size_policy(
+    max_memory_mb: float | None, max_side: int | None, scale_to: int = DEFAULT_SCALE_TO, upsampling: str = "guided"
+) -> SizePolicy:
+    """The four size options as one :class:`~smat_deploy.runtime.sizing.SizePolicy` (checked: one line when bad)."""
+    return SizePolicy(max_memory_mb=max_memory_mb, scale_to=scale_to, max_side=max_side, upsampling=upsampling)
 
 
 def collect_prompts(
@@ -155,19 +200,20 @@ def open_engine(
     threads: int | None = None,
     backend: str | None = None,
     backend_options: list[str] | None = None,
+    policy: SizePolicy | None = None,
 ) -> Runtime:
     """Open ``--engine`` (with ``--checkpoint``) on ``--backend`` with its ``--backend-option`` values.
 
     ``--seed`` goes to a backend that declares a ``seed`` option (the torch engine's built-in
-    weights) and nowhere else; ``--threads`` is the backend option ``threads``. An unknown
-    backend, one that cannot open the engine, an option it does not take or a missing package is
-    one :class:`SmatError` line.
+    weights) and nowhere else; ``--threads`` is the backend option ``threads``; ``policy`` is the size
+    policy for large photos (None: every photo runs at its own size). An unknown backend, one that
+    cannot open the engine, an option it does not take or a missing package is one :class:`SmatError` line.
     """
     options = backend_options_with_threads(threads, backend_options)
     target = engine_target(engine, checkpoint)
     chosen = backend_for(target, backend)
     options = {**shared_options(chosen, seed=seed), **options}  # a --backend-option seed wins over --seed
-    return Runtime.open(target, backend=chosen.name, device=device, **options)
+    return Runtime.open(target, backend=chosen.name, device=device, size_policy=policy, **options)
 
 
 def open_predictor(
@@ -177,6 +223,7 @@ def open_predictor(
     device: str,
     threads: int | None = None,
     backend: str | None = None,
+    policy: SizePolicy | None = None,
 ) -> Predictor:
     """A :class:`~smat_deploy.Predictor` for ``--engine``: an export folder with the interactive pair, its encoder
     file, a whole-model ``.onnx`` with the pair beside it (its precision's pair), ``torch`` or a checkpoint."""
@@ -187,7 +234,7 @@ def open_predictor(
     target = engine_target(engine, checkpoint)  # --checkpoint only with the torch engine, as for open_engine
     path = Path(target)
     if target == TORCH_ENGINE or path.suffix.lower() in (".pth", ".pt") or path.is_dir():
-        return Predictor.open(target, device, threads=threads, seed=seed)
+        return Predictor.open(target, device, threads=threads, seed=seed, size_policy=policy)
     precision = next((name for name, p in PRECISIONS.items() if p.file == path.name), "float32")
     if path.suffix.lower() != ".onnx":
         raise SmatError(
@@ -196,10 +243,10 @@ def open_predictor(
         )
     manifest = read_manifest(path.with_suffix(".json")) if path.is_file() else None
     if manifest is not None and isinstance(manifest.get("pair"), dict):
-        return Predictor.open(path, device, threads=threads)
+        return Predictor.open(path, device, threads=threads, size_policy=policy)
     if not (path.parent / pair_file("encoder", precision)).is_file():
         raise SmatError(
             f"several prompt sets need the interactive pair beside {path.name}: "
             f"smat-deploy export --interactive -o {path.parent}"
         )
-    return Predictor.open(path.parent, device, precision=precision, threads=threads)
+    return Predictor.open(path.parent, device, precision=precision, threads=threads, size_policy=policy)

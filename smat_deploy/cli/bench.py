@@ -12,9 +12,14 @@ from smat_deploy.cli._options import (
     BackendOptionsOption,
     CheckpointOption,
     DeviceOption,
+    MaxMemoryOption,
+    MaxSideOption,
+    ScaleToOption,
     SeedOption,
     ThreadsOption,
+    UpsamplingOption,
     parse_backend_options_and_threads,
+    size_policy,
 )
 from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
@@ -24,6 +29,7 @@ from smat_deploy.evaluation.bench.machine import DEFAULT_MATMUL_SIZE
 from smat_deploy.evaluation.bench.report import format_report, write_plot
 from smat_deploy.evaluation.bench.runner import BenchConfig, Size, run_bench
 from smat_deploy.runtime import BACKENDS
+from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO
 
 EPILOG = """Examples:
 
@@ -34,6 +40,12 @@ EPILOG = """Examples:
   smat-deploy bench --engine export/smat.onnx --engine export/smat_int8.onnx --batch 1,4 --json
 
   smat-deploy bench --engine export/smat.onnx --backend onnxruntime --backend openvino
+
+  smat-deploy bench --engine export/smat.onnx --sizes 1024,2048,4000x3000 --iters 1
+
+Every size runs by the size policy of `smat-deploy matte`: at full size when it fits the memory budget,
+else scaled down and the alpha upsampled back ('ran at' says which). Each row gives the predicted and
+the measured peak memory of its process, and for scaled rows the share of time spent resizing.
 
   smat-deploy bench --interactive --engine export/ --iters 5
 
@@ -109,11 +121,16 @@ def bench_command(
     matmul_size: Annotated[
         int, typer.Option(help="Side of the float32 matrices whose product sets the GFLOP/s ceiling.")
     ] = DEFAULT_MATMUL_SIZE,
+    max_memory_mb: MaxMemoryOption = None,
+    max_side: MaxSideOption = None,
+    scale_to: ScaleToOption = DEFAULT_SCALE_TO,
+    upsampling: UpsamplingOption = "guided",
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (same rows, raw numbers).")
     ] = False,
 ) -> None:
     """Benchmark engines side by side: latency p50/p90/p99, images/s, peak memory, accuracy vs the reference."""
+    policy = size_policy(max_memory_mb, max_side, scale_to, upsampling)
     if interactive:
         others = {
             "--backend": backend,
@@ -122,6 +139,10 @@ def bench_command(
             "--plot": plot != Path("bench.png") or no_plot,
             "--batch": batch != "1",
             "--matmul-size": matmul_size != DEFAULT_MATMUL_SIZE,
+            "--max-memory-mb": max_memory_mb is not None,
+            "--max-side": max_side is not None,
+            "--scale-to": scale_to != DEFAULT_SCALE_TO,
+            "--upsampling": upsampling != "guided",
         }
         if given := [name for name, value in others.items() if value]:
             raise SmatError(f"bench --interactive does not take {', '.join(given)}")
@@ -145,6 +166,7 @@ def bench_command(
         matmul_size=matmul_size,
         backends=list(dict.fromkeys(backend)) if backend else None,
         backend_options=options,
+        size_policy=policy,
     )
     if matmul_size < 64:
         raise SmatError("--matmul-size must be at least 64")

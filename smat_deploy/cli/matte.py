@@ -28,20 +28,26 @@ from smat_deploy.cli._options import (
     DeviceOption,
     EngineOption,
     MaskOption,
+    MaxMemoryOption,
+    MaxSideOption,
     PointOption,
     PromptFilesOption,
     RadiusOption,
+    ScaleToOption,
     ScribbleOption,
     SeedOption,
     ThreadsOption,
+    UpsamplingOption,
     collect_prompts,
     open_engine,
     open_predictor,
+    size_policy,
 )
 from smat_deploy.cli._output import print_json
-from smat_deploy.contract import MIN_SIDE
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
+from smat_deploy.runtime.memory import peak_resident_mb
+from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO, SizePlan, SizePolicy
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
 EPILOG = """Examples (automatic; two clicks; a box with real weights; an ONNX engine; a folder):
@@ -63,6 +69,11 @@ EPILOG = """Examples (automatic; two clicks; a box with real weights; an ONNX en
 Several --prompt files: the photo is embedded once (the interactive pair from `smat-deploy export
 --interactive`, or the PyTorch reference) and each prompt set is one decoder run; alphas are written
 as OUT/<prompt stem>.png (cutouts likewise).
+
+Photos of any size: a photo runs at its full size when it fits the memory budget (--max-memory-mb,
+default 60% of the memory available), and otherwise scaled down to fit, never above --scale-to
+(1568 px); the alpha is always written at the photo's full size, brought back by guided upsampling
+from the full-size photo. --max-side caps every photo (for speed). See docs/photo-sizes.md.
 
 Folder mode: every photo directly in the folder; a photo's prompts come from a prompt file with the
 same stem beside it (dog.jpg -> dog.json), else it is matted automatically; alphas are written as
@@ -114,10 +125,10 @@ def matte(
     scribble: ScribbleOption = None,
     mask: MaskOption = None,
     point_radius: RadiusOption = prompts.DEFAULT_POINT_RADIUS,
-    max_side: Annotated[
-        int | None,
-        typer.Option(help="Scale the photo down so its long side is at most this (official scripts: 1280-1560)."),
-    ] = None,
+    max_memory_mb: MaxMemoryOption = None,
+    max_side: MaxSideOption = None,
+    scale_to: ScaleToOption = DEFAULT_SCALE_TO,
+    upsampling: UpsamplingOption = "guided",
     state: Annotated[
         Mode | None,
         typer.Option(help="Force the mode; default: interactive when any prompt is given, else automatic."),
@@ -126,18 +137,17 @@ def matte(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of text.")] = False,
 ) -> None:
     """Matte one photo (or a folder): automatic with no prompt, interactive with clicks, boxes, scribbles or masks."""
-    if max_side is not None and max_side < MIN_SIDE:
-        raise SmatError(f"--max-side must be at least {MIN_SIDE}, got {max_side}")
+    policy = size_policy(max_memory_mb, max_side, scale_to, upsampling)
 
     def open_runtime() -> Runtime:
-        return open_engine(engine, checkpoint, seed, device, threads, backend, backend_option)
+        return open_engine(engine, checkpoint, seed, device, threads, backend, backend_option, policy)
 
     if image.is_dir():
         if any([prompt, point, box, scribble, mask]):
             raise SmatError(
                 "prompt options apply to one photo; in folder mode put a prompt file <stem>.json beside each photo"
             )
-        _matte_folder(image, output, cutout, open_runtime, state, max_side, json_output)
+        _matte_folder(image, output, cutout, open_runtime, state, json_output)
         return
     if prompt is not None and len(prompt) > 1:
         if any([point, box, scribble, mask]):
@@ -155,7 +165,7 @@ def matte(
             backend,
             backend_option,
             state,
-            max_side,
+            policy,
             json_output,
         )
         return
@@ -167,11 +177,12 @@ def matte(
     if state is Mode.interactive and not prompts.rasterize(prompt_list, photo.shape[:2]).any():
         raise SmatError("--state interactive needs a prompt that marks at least one pixel")
     runtime = open_runtime()
-    result = matte_photo(runtime, photo, prompt_list, _interactive(state), max_side)
+    result = matte_photo(runtime, photo, prompt_list, _interactive(state))
     images.save_alpha(output, result.alpha)
     if cutout is not None:
         images.save_cutout(cutout, photo, result.alpha)
     info = runtime.info
+    assert result.report is not None and result.plan is not None  # matte always runs with a size policy
     summary = {
         "image": str(image),
         "size": [photo.shape[1], photo.shape[0]],
@@ -182,6 +193,9 @@ def matte(
         "alpha": str(output),
         "cutout": str(cutout) if cutout else None,
         "seconds": round(result.seconds, 3),
+        "stages": result.report.as_dict()["stages"],
+        "plan": result.plan.as_dict(),
+        "peak_memory_mb": round(peak_resident_mb()),
     }
     if json_output:
         print_json("matte", summary)
@@ -191,7 +205,21 @@ def matte(
         f"{image}: {summary['mode']} ({summary['prompt']}) {photo.shape[1]}x{photo.shape[0]} "
         f"in {result.seconds:.2f}s on {info.backend} ({info.device}) -> {output}{extra}"
     )
+    typer.echo(f"  {_size_line(result.plan, result.report.stages)}")
     _note_untrained(runtime)
+
+
+def _size_line(plan: SizePlan, stages: dict[str, float]) -> str:
+    """``ran at 1568x1176 (scaled to fit the budget; guided upsampling 0.61s); peak 6,120 MB, budget 14,100 MB``."""
+    if plan.scaled:
+        how = f"ran at {plan.run_width}x{plan.run_height} ({plan.reason}; {plan.upsampling} upsampling"
+        how += f" {stages.get('upsample', 0.0):.2f}s)"
+    else:
+        how = "ran at full size"
+    return (
+        f"{how}; peak memory {peak_resident_mb():,.0f} MB (predicted {plan.predicted_peak_mb:,.0f} MB, "
+        f"budget {plan.budget.total_mb:,.0f} MB)"
+    )
 
 
 def _matte_prompt_sets(
@@ -207,7 +235,7 @@ def _matte_prompt_sets(
     backend: str | None,
     backend_option: list[str] | None,
     state: Mode | None,
-    max_side: int | None,
+    policy: SizePolicy,
     json_output: bool,
 ) -> None:
     """One photo, several prompt files: one embedding, one alpha per file (OUT/<prompt stem>.png)."""
@@ -225,10 +253,10 @@ def _matte_prompt_sets(
             raise SmatError(f"{what} must be a folder with several --prompt files, but {folder} is a file")
         if folder.resolve() == image.parent.resolve():
             raise SmatError(f"{what} must differ from the photo's folder {image.parent}: an alpha could replace a file")
-    predictor = open_predictor(engine, checkpoint, seed, device, threads, backend)  # fails before folders are made
+    predictor = open_predictor(engine, checkpoint, seed, device, threads, backend, policy)  # before folders are made
     for folder, what in folders:
         prepare_output_folder(folder, image.parent, what)
-    result = matte_prompt_sets(predictor, photo, prompt_sets, _interactive(state), max_side)
+    result = matte_prompt_sets(predictor, photo, prompt_sets, _interactive(state))
     rows = []
     for stem, prompt_list, matte_result in zip(stems, prompt_sets, result.mattes, strict=True):
         alpha_path = images.save_alpha(output / f"{stem}.png", matte_result.alpha)
@@ -253,13 +281,17 @@ def _matte_prompt_sets(
         "embedded_once": True,
         "embed_seconds": round(result.embed_seconds, 3),
         "embedding_mb": round(result.embedding_bytes / 1e6, 1),
+        "run_size": [result.embedding.run_size[1], result.embedding.run_size[0]],
         "prompt_sets": rows,
+        "peak_memory_mb": round(peak_resident_mb()),
     }
     if json_output:
         print_json("matte", summary)
         return
+    run_height, run_width = result.embedding.run_size
+    scaled = "" if result.embedding.rescale is None else f" at {run_width}x{run_height}"
     typer.echo(
-        f"{image}: {photo.shape[1]}x{photo.shape[0]} embedded once in {result.embed_seconds:.2f}s "
+        f"{image}: {photo.shape[1]}x{photo.shape[0]} embedded once{scaled} in {result.embed_seconds:.2f}s "
         f"({summary['embedding_mb']} MB) on {info['backend']} ({info['device']}); {len(rows)} prompt sets:"
     )
     for row in rows:
@@ -280,7 +312,6 @@ def _matte_folder(
     cutout: Path | None,
     open_runtime: Callable[[], Runtime],
     state: Mode | None,
-    max_side: int | None,
     json_output: bool,
 ) -> None:
     photos = list_photos(folder)
@@ -295,9 +326,7 @@ def _matte_folder(
 
     bar = tqdm(photos, desc="matte", unit="photo", file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
-        report = matte_folder(
-            runtime, bar, output, cutout_dir=cutout, interactive=_interactive(state), max_side=max_side, on_skip=warn
-        )
+        report = matte_folder(runtime, bar, output, cutout_dir=cutout, interactive=_interactive(state), on_skip=warn)
     finally:
         bar.close()
     info = runtime.info
@@ -308,6 +337,7 @@ def _matte_folder(
             "weights": _weights(runtime),
             "images": report.done,
             "skipped": report.skipped,
+            "peak_memory_mb": round(peak_resident_mb()),
         }
         print_json("matte", summary)
     else:

@@ -14,13 +14,20 @@ from smat_deploy.cli._options import (
     CheckpointOption,
     DeviceOption,
     EngineOption,
+    MaxMemoryOption,
+    MaxSideOption,
+    ScaleToOption,
     SeedOption,
     ThreadsOption,
+    UpsamplingOption,
     engine_target,
     open_engine,
+    size_policy,
 )
+from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO
 from smat_deploy.serve.lifecycle import (
     TORCH_ENGINE,
+    apply_size_policy,
     check_same_weights,
     plan_sessions,
     ready_lines,
@@ -47,6 +54,13 @@ state FP32 [b,1] (optional); output alpha FP32 [b,1,H,W]. Requests of the same s
 (up to --max-batch images per engine call, waiting at most --max-queue-delay-ms); a malformed
 request gets its own error and no other request is affected. Ctrl+C or SIGTERM stops the server
 cleanly (in-flight requests finish first).
+
+Photos of any size, as in `smat-deploy matte`: sides up to 8192 px are accepted; a photo runs at full
+size when it fits the memory budget (--max-memory-mb, default 60% of the memory available once the
+engines are loaded, the session cache set aside), else scaled down (at most --scale-to px) with its
+alpha brought back to the request's size by guided upsampling; the server prints the bound it works
+to. A request too large for the budget is refused in one line; concurrent requests wait for memory
+rather than overrun the budget.
 
 Sessions: given a folder from `smat-deploy export --interactive` (its smat.onnx is the model 'smat'),
 the server also hosts 'smat_embed' (image [1,3,H,W] -> session_id BYTES [1], height, width),
@@ -83,7 +97,10 @@ def serve_command(
         int | None,
         typer.Option(help="Requests Triton hands over at once (model instances); default 2 x --max-batch."),
     ] = None,
-    max_side: Annotated[int, typer.Option("--max-side", help="Largest image side accepted, in pixels.")] = 4096,
+    max_memory_mb: MaxMemoryOption = None,
+    max_side: MaxSideOption = None,
+    scale_to: ScaleToOption = DEFAULT_SCALE_TO,
+    upsampling: UpsamplingOption = "guided",
     request_timeout_s: Annotated[
         float, typer.Option("--request-timeout-s", help="Seconds a request may wait for its alpha inside the server.")
     ] = 600.0,
@@ -113,7 +130,7 @@ def serve_command(
         max_batch=max_batch,
         max_delay_ms=max_queue_delay_ms,
         instances=instances,
-        max_side=max_side,
+        size_policy=size_policy(max_memory_mb, max_side, scale_to, upsampling),
         request_timeout_s=request_timeout_s,
         log_file=triton_log,
         session_count=session_count,
@@ -130,6 +147,7 @@ def serve_command(
 
         predictor = Predictor.open(plan.source, device, precision=plan.precision, threads=threads, seed=seed)
         check_same_weights(whole, predictor.info["weights_sha256"])
+    apply_size_policy(runtime, predictor, config)
 
     def announce(server: SmatTritonServer) -> None:
         for line in ready_lines(server):

@@ -9,11 +9,22 @@ from typing import Annotated
 
 import typer
 
-from smat_deploy.apps.webapp import AppConfig, AppServer, MattingService, serve_until_stopped
-from smat_deploy.cli._options import CheckpointOption, DeviceOption, SeedOption, ThreadsOption, open_predictor
+from smat_deploy.apps.webapp import APP_MAX_SIDE, AppConfig, AppServer, MattingService, serve_until_stopped
+from smat_deploy.cli._options import (
+    CheckpointOption,
+    DeviceOption,
+    MaxMemoryOption,
+    ScaleToOption,
+    SeedOption,
+    ThreadsOption,
+    UpsamplingOption,
+    open_predictor,
+    size_policy,
+)
 from smat_deploy.contract import MIN_SIDE, PRECISIONS
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Predictor
+from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
 EPILOG = """Examples:
@@ -53,6 +64,17 @@ def _replay_engine(engine: str | None, checkpoint: Path | None, seed: int, predi
     return shlex.join(["--engine", str(whole if whole.is_file() else source)])
 
 
+def _size_rule(predictor: Predictor) -> str:
+    """One line: how the page sizes photos (the predictor's policy and budget)."""
+    assert predictor.sizing is not None
+    policy, budget = predictor.sizing.policy, predictor.sizing.budget
+    cap = f"scaled to at most {policy.max_side} px" if policy.max_side else "at full size when they fit"
+    return (
+        f"photos run {cap}, within a {budget.total_mb:,.0f} MB memory budget ({budget.source}); "
+        f"alphas come back at full size by {policy.upsampling} upsampling"
+    )
+
+
 def app_command(
     engine: Annotated[
         str,
@@ -71,10 +93,14 @@ def app_command(
     max_side: Annotated[
         int,
         typer.Option(
-            help="Longest side the engine sees, px: larger photos are scaled down for the engine and the alpha "
-            "scaled back, as matte --max-side does (0: no cap; large photos need much memory)."
+            help="Longest side the engine runs at, px, so clicks stay quick: larger photos are scaled down for the "
+            "engine and every alpha comes back at the photo's size, as matte --max-side does (0: no cap, only the "
+            "memory budget scales)."
         ),
-    ] = 1024,
+    ] = APP_MAX_SIDE,
+    max_memory_mb: MaxMemoryOption = None,
+    scale_to: ScaleToOption = DEFAULT_SCALE_TO,
+    upsampling: UpsamplingOption = "guided",
     max_upload_mb: Annotated[float, typer.Option(help="Largest photo file accepted, MB.")] = 50.0,
     max_megapixels: Annotated[
         float,
@@ -87,8 +113,9 @@ def app_command(
     seed: SeedOption = 0,
 ) -> None:
     """Serve a web page to matte photos by clicking: open a photo, click, box or brush, see the alpha and cutout."""
-    if max_side and max_side < MIN_SIDE:
+    if 0 < max_side < MIN_SIDE:
         raise SmatError(f"--max-side must be 0 or at least {MIN_SIDE}, got {max_side}")
+    policy = size_policy(max_memory_mb, max_side or None, scale_to, upsampling)
     if not 0 <= port <= 65535:
         raise SmatError(f"--port must be between 0 and 65535, got {port}")
     if max_upload_mb <= 0 or max_megapixels <= 0:
@@ -100,9 +127,8 @@ def app_command(
             f"engine not found: {engine} (make the default with: smat-deploy export --interactive, "
             "or pass --engine torch)"
         )
-    predictor = open_predictor(engine, checkpoint, seed, device, threads)
+    predictor = open_predictor(engine, checkpoint, seed, device, threads, policy=policy)
     config = AppConfig(
-        max_side=max_side or None,
         max_upload_bytes=round(max_upload_mb * 1e6),
         max_pixels=round(max_megapixels * 1e6),
         session_count=session_count,
@@ -116,6 +142,8 @@ def app_command(
         info = service.info()
         print(f"serving the matting page on {server.url}/", flush=True)
         print(f"  engine {info['engine']}: {info['backend']} {info['precision']} on {info['device']}", flush=True)
+        assert predictor.sizing is not None
+        print(f"  {_size_rule(predictor)}", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  listening on {host}: anyone who reaches this port can use the page (there is no login)")
         print("ready (Ctrl+C or SIGTERM stops)", flush=True)

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smat_deploy.contract import canonical_precision, pair_file, read_manifest
+from smat_deploy.contract import MAX_SIDE, canonical_precision, pair_file, read_manifest
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
+from smat_deploy.runtime.sizing import MemoryGate, resolve_budget
 from smat_deploy.serve.server import ServeConfig, SmatTritonServer
 
 if TYPE_CHECKING:
@@ -129,6 +130,42 @@ def check_same_weights(whole: str | os.PathLike[str] | None, weights_sha256: str
         )
 
 
+def apply_size_policy(runtime: Runtime, predictor: Predictor | None, config: ServeConfig) -> None:
+    """One memory budget for everything the server runs, measured once both engines are loaded.
+
+    The whole model and the sessions draw on it through one gate (a request waits rather than overrun it),
+    and the sessions' cache (``--session-memory``) is set aside from it when sessions are served.
+    """
+    reserved = config.session_memory_mb if predictor is not None else 0.0
+    budget = resolve_budget(config.size_policy, runtime.backend.device, reserved)
+    if budget.call_mb <= 0:
+        raise SmatError(
+            f"the memory budget ({budget.total_mb:,.0f} MB: {budget.source}) leaves nothing for requests after what "
+            f"the server holds ({budget.resident_mb:,.0f} MB) and --session-memory {config.session_memory_mb:g}; "
+            "raise --max-memory-mb or lower --session-memory"
+        )
+    gate = MemoryGate(budget.call_mb)
+    runtime.use_size_policy(config.size_policy, budget, gate)
+    if predictor is not None:
+        predictor.use_size_policy(config.size_policy, budget, gate)
+
+
+def size_lines(runtime: Runtime) -> list[str]:
+    """The processing bound the server advertises: what runs at full size, how larger photos are run, the budget."""
+    sizing = runtime.sizing
+    if sizing is None:
+        return []
+    policy, budget = sizing.policy, sizing.budget
+    full = "x".join(map(str, sizing.largest_full_size()))
+    cap = f", every photo at most {policy.max_side} px a side (--max-side)" if policy.max_side else ""
+    return [
+        f"  photos   up to {MAX_SIDE} px a side; at full size up to {full} (4:3){cap}; larger ones scaled to at "
+        f"most {policy.scale_to} px (--scale-to) and their alpha brought back by {policy.upsampling} upsampling",
+        f"           memory budget {budget.total_mb:,.0f} MB ({budget.source}; --max-memory-mb), "
+        f"{budget.call_mb:,.0f} MB for requests",
+    ]
+
+
 @dataclass
 class ServeSummary:
     """What the server did: requests, images and engine calls, from the batcher's counters; sessions' counters."""
@@ -168,6 +205,7 @@ def ready_lines(server: SmatTritonServer) -> list[str]:
         f"  metrics  {urls['metrics']}",
         f"  batching up to {config.max_batch} same-size images per engine call, queue delay "
         f"{config.max_delay_ms:g} ms, {config.request_slots} requests at once",
+        *size_lines(server.runtime),
         *session_lines(server),
         f"  Triton log {server.log_file}",
         "ready (Ctrl+C or SIGTERM stops)",

@@ -38,15 +38,17 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from smat_deploy.contract import MAX_SIDE
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime.inputs import prepare_inputs
+from smat_deploy.runtime.sizing import SizePolicy
 from smat_deploy.serve.batcher import ShapeBatcher
 from smat_deploy.serve.sessions import SessionCache
 
@@ -96,7 +98,8 @@ class ServeConfig:
     max_batch: int = 8
     max_delay_ms: float = 5.0
     instances: int | None = None
-    max_side: int = 4096
+    #: How photos of any size are run (the budget, the caps, the upsampling): the same rule as ``matte``.
+    size_policy: SizePolicy = field(default_factory=SizePolicy)
     request_timeout_s: float = 600.0
     exit_timeout_s: int = 10
     log_file: Path | None = None
@@ -131,8 +134,6 @@ class ServeConfig:
             raise SmatError("--max-queue-delay-ms cannot be negative")
         if self.instances is not None and self.instances < 1:
             raise SmatError("--instances must be at least 1")
-        if self.max_side < 14:
-            raise SmatError("--max-side must be at least 14")
         if self.session_count < 1:
             raise SmatError(f"--session-count must be at least 1, got {self.session_count}")
         if not self.session_memory_mb > 0:
@@ -165,6 +166,24 @@ def check_port_free(host: str, port: int, option: str) -> None:
             raise SmatError(f"cannot listen on {host}:{port} ({option}): {err.strerror}") from None
 
 
+def check_request_size(engine: Runtime | Predictor, batch: int, height: int, width: int) -> None:
+    """Refuse, in one line, a request no size plan can serve: a side above the contract's bound, or arrays too
+    large for the memory budget even before the engine runs (the request's own copies count too)."""
+    if max(height, width) > MAX_SIDE:
+        raise SmatError(f"image is {width}x{height} (WxH); this server takes sides up to {MAX_SIDE}")
+    sizing = engine.sizing
+    if sizing is None:
+        return
+    plan = sizing.plan(1, height, width)  # one line when even the smallest size does not fit
+    request_mb = batch * height * width * (3 + 1 + 1) * 4 / 1e6  # the request as Triton hands it over
+    if request_mb + plan.predicted_mb > sizing.budget.call_mb:
+        raise SmatError(
+            f"a request of {batch} images of {width}x{height} needs {request_mb + plan.predicted_mb:,.0f} MB, more "
+            f"than the {sizing.budget.call_mb:,.0f} MB this server gives one request (--max-memory-mb): send fewer "
+            "or smaller images"
+        )
+
+
 class SmatModel:
     """The served model: every request is checked on its own, then batched with others of its size.
 
@@ -189,10 +208,7 @@ class SmatModel:
         batch, _, height, width = (int(d) for d in image.shape)
         if batch > self.config.max_batch:
             raise SmatError(f"a request may hold at most {self.config.max_batch} images (--max-batch), got {batch}")
-        if max(height, width) > self.config.max_side:
-            raise SmatError(
-                f"image is {width}x{height} (WxH); this server takes sides up to {self.config.max_side} (--max-side)"
-            )
+        check_request_size(self.runtime, batch, height, width)
         prompt, state = data.get("prompt"), data.get("state")
         prepared = prepare_inputs(
             np.array(image, dtype=np.float32),  # a private, writable copy of Triton's buffer
@@ -253,10 +269,7 @@ class SessionModels:
         if image.ndim != 4 or image.shape[0] != 1:
             raise SmatError(f"a session holds one photo: image must be [1, 3, height, width], got {list(image.shape)}")
         height, width = int(image.shape[2]), int(image.shape[3])
-        if max(height, width) > self.config.max_side:
-            raise SmatError(
-                f"image is {width}x{height} (WxH); this server takes sides up to {self.config.max_side} (--max-side)"
-            )
+        check_request_size(self.predictor, 1, height, width)
         embedding = self.predictor.embed(np.array(image, dtype=np.float32))
         session_id = self.cache.put(embedding)
         self._count("embeds")

@@ -354,7 +354,7 @@ def tiny_page_server(tmp_path):
 
     def make(wrap=None, **config) -> str:
         predictor = Predictor.open(tmp_path / "pair")
-        service = MattingService(wrap(predictor) if wrap else predictor, AppConfig(max_side=None, **config))
+        service = MattingService(wrap(predictor) if wrap else predictor, AppConfig(**config))
         servers.append(AppServer(service).start())
         return servers[-1].url + "/"
 
@@ -368,7 +368,7 @@ class FailsOnce:
     automatic matte); every other call is the real one."""
 
     def __init__(self, predictor: Predictor) -> None:
-        self.predictor, self.info, self.calls = predictor, predictor.info, 0
+        self.predictor, self.info, self.sizing, self.calls = predictor, predictor.info, predictor.sizing, 0
 
     def embed(self, image):
         return self.predictor.embed(image)

@@ -16,8 +16,10 @@ import pytest
 from PIL import Image
 from tiny_pair import make_tiny_pair
 
+from smat_deploy import images
 from smat_deploy.apps.webapp import AppConfig, AppServer, MattingService
 from smat_deploy.runtime import Predictor
+from smat_deploy.runtime.sizing import SizePolicy
 
 
 def png(array: np.ndarray, **save) -> bytes:
@@ -69,9 +71,9 @@ def tiny_pair_dir(tmp_path_factory):
     return folder
 
 
-def start(folder, **config) -> AppServer:
+def start(folder, policy: SizePolicy | None = None, **config) -> AppServer:
     """A server on a free port, not started yet (``with start(...) as server:`` starts and stops it)."""
-    service = MattingService(Predictor.open(folder), AppConfig(**{"max_side": None, **config}))
+    service = MattingService(Predictor.open(folder, size_policy=policy), AppConfig(**config))
     return AppServer(service)
 
 
@@ -242,7 +244,7 @@ def test_sessions_are_bounded_and_ended(tiny_pair_dir):
 
 
 def test_photos_above_max_side_are_embedded_smaller_and_answered_at_full_size(tiny_pair_dir):
-    with start(tiny_pair_dir, max_side=40) as small:
+    with start(tiny_pair_dir, SizePolicy(max_side=40, upsampling="nearest")) as small:
         client = Client(small.url)
         opened = client.open_photo(png(photo(60, 80)))[1]
         assert (opened["width"], opened["height"], opened["working_width"], opened["working_height"]) == (
@@ -264,7 +266,7 @@ class FailingPredictor:
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.info = predictor.info
+        self.info, self.sizing = predictor.info, predictor.sizing
 
     def embed(self, image):
         return self.predictor.embed(image)
@@ -309,3 +311,21 @@ def test_several_tabs_at_once_each_get_their_own_answer(client):
         expected = np.zeros((60, 80), np.uint8)
         expected[4:7, 10 * i + 4 : 10 * i + 7] = 255
         np.testing.assert_array_equal(answers[i], expected)
+
+
+def test_the_page_answers_at_full_size_by_the_predictors_policy_with_guided_upsampling(tiny_pair_dir):
+    policy = SizePolicy(max_side=40)
+    with start(tiny_pair_dir, policy) as small:
+        client = Client(small.url)
+        status, info = client.json("GET", "/api/info")
+        assert status == 200 and info["max_side"] == 40 and info["upsampling"] == "guided"
+        assert info["memory_budget_mb"] > 0
+        image = photo(60, 80)
+        opened = client.open_photo(png(image))[1]
+        assert (opened["working_width"], opened["working_height"]) == (40, 30)
+        box = [{"type": "box", "x0": 20, "y0": 10, "x1": 60, "y1": 50}]
+        status, answer = client.matte(opened["session"], box)
+        assert status == 200 and answer["alpha"].shape == (60, 80)
+    predictor = Predictor.open(tiny_pair_dir, size_policy=policy)
+    expected = predictor.predict(predictor.embed(image), box)
+    np.testing.assert_array_equal(answer["alpha"], images.to_uint8(expected))

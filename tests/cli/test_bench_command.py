@@ -125,3 +125,24 @@ def test_exported_model_against_the_reference_side_by_side(run_cli, exported):
     assert onnx_row["artifact_mb"] == pytest.approx(onnx_path.stat().st_size / 1e6)
     assert [row["engine"] for row in report["overhead"]] == [str(onnx_path)]
     assert str(exported["checkpoint"]) in report["reference"]
+
+
+@pytest.mark.heavy
+def test_sizes_run_by_the_size_policy_with_predicted_and_measured_peaks(run_cli, exported):
+    """A size that fits runs at full size; one above --max-side runs scaled and upsampled; every row predicts
+    its process's peak memory before the first call and measures it (within 20 % at these sizes)."""
+    onnx_path = exported["dir"] / "smat.onnx"
+    args = ["--engine", "torch", "--engine", onnx_path, "--checkpoint", exported["checkpoint"]]
+    args += ["--sizes", "896x672,1400x1050", "--max-side", "1000", "--warmup", "0", "--iters", "2"]
+    result = run_cli("bench", *args, "--matmul-size", "256", "--no-plot", "--json")
+    assert result.code == 0, result.stderr
+    rows = {(row["engine"].rsplit("/", 1)[-1], row["size"]): row for row in json.loads(result.stdout)["rows"]}
+    full, scaled = rows[("smat.onnx", "896x672")], rows[("smat.onnx", "1400x1050")]
+    assert full["run_size"] == "896x672" and not full["scaled"] and full["resize_share"] is None
+    assert scaled["run_size"] == "1000x750" and scaled["scaled"] and 0 < scaled["resize_share"] < 0.5
+    for row in rows.values():
+        assert row["predicted_mb"] == pytest.approx(row["peak_rss_mb"], rel=0.2), row
+    # The reference ran at the same sizes under the same policy: the ONNX model is compared with it at both.
+    assert full["max_abs_vs_ref"] <= 1e-4 and scaled["max_abs_vs_ref"] <= 1e-3
+    text = run_cli("bench", *args, "--matmul-size", "256", "--no-plot")
+    assert text.code == 0 and "ran at" in text.stdout and "1000x750" in text.stdout and "pred MB" in text.stdout

@@ -7,6 +7,7 @@ import json
 import pytest
 from serve_helpers import free_ports
 
+from smat_deploy.contract import MAX_SIDE
 from smat_deploy.errors import SmatError
 from smat_deploy.serve.loadtest import split_url
 
@@ -35,11 +36,12 @@ def test_loadtest_table(run_cli, tiny_server):
 
 
 def test_failed_requests_are_counted_and_fail_the_run(run_cli, tiny_server):
-    # 300x300 is above the tiny server's --max-side (256): every request is refused by the server.
-    result = run_cli("loadtest", "--url", tiny_server.http_url, "--requests", "3", "--warmup", "0", "--size", "300x300")
+    # A side above the contract's bound (8192): every request is refused by the server.
+    size = f"{MAX_SIDE + 1}x14"
+    result = run_cli("loadtest", "--url", tiny_server.http_url, "--requests", "3", "--warmup", "0", "--size", size)
     assert result.code == 1
     assert "3 of 3 requests failed" in result.stderr
-    assert "error (3x)" in result.stdout and "sides up to 256" in result.stdout
+    assert "error (3x)" in result.stdout and f"sides up to {MAX_SIDE}" in result.stdout
 
 
 def test_unreachable_server_and_unknown_model_are_one_line_errors(run_cli, tiny_server):
@@ -57,3 +59,10 @@ def test_option_parsing():  # --size: tests/cli/test_shapes.py
     for url, protocol, message in (("localhost", None, "HOST:PORT"), ("http://h:1", "grpc", "says http")):
         with pytest.raises(SmatError, match=message):
             split_url(url, protocol)
+
+
+def test_photos_above_the_servers_cap_are_served_by_the_size_policy(run_cli, tiny_server):
+    # 600x400 is above the tiny server's --max-side (256): each request runs scaled and comes back at 600x400.
+    result = run_cli("loadtest", "--url", tiny_server.http_url, "--requests", "4", "--warmup", "0", "--size", "600x400")
+    assert result.code == 0, result.stdout + result.stderr
+    assert "600x400" in result.stdout

@@ -26,7 +26,9 @@ from serve_helpers import (
 )
 from tritonclient.utils import InferenceServerException
 
+from smat_deploy.contract import MAX_SIDE
 from smat_deploy.runtime import Runtime
+from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO, SizePolicy
 
 
 def _case(seed: int, batch: int, height: int, width: int, kind: str):
@@ -127,7 +129,7 @@ def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(tiny_s
             None,
             f"at most {TINY_MAX_BATCH} images",
         ),
-        "too large": (np.zeros((1, 3, 16, TINY_MAX_SIDE + 1), np.float32), None, None, f"sides up to {TINY_MAX_SIDE}"),
+        "too large": (np.zeros((1, 3, 16, MAX_SIDE + 1), np.float32), None, None, f"sides up to {MAX_SIDE}"),
     }
     for what, (bad_image, bad_prompt, bad_state, reason) in bad.items():
         message = _error(protocol, tiny_server, bad_image, bad_prompt, bad_state)
@@ -136,6 +138,27 @@ def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(tiny_s
             assert "smat_deploy/serve" not in message and "Traceback" not in message.split("BadRequest")[1]
         alpha = infer(tiny_server, protocol, image, prompt)  # and the next request is served
         assert np.array_equal(alpha, _expected(image, prompt, None))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_photos_above_the_servers_cap_come_back_at_their_size_by_the_same_rule_as_matte(tiny_server, protocol):
+    """The tiny server runs every photo at most TINY_MAX_SIDE px a side (--max-side): a larger request is scaled,
+    run, and its alpha brought back by guided upsampling; the answer equals the same policy run in-process."""
+    image, prompt, _ = _case(7, 1, 300, 400, "interactive")
+    alpha = infer(tiny_server, protocol, image, prompt)
+    assert alpha.shape == (1, 1, 300, 400)
+    local = Runtime.open(serve_tiny_path(tiny_server), device="cpu", size_policy=SizePolicy(max_side=TINY_MAX_SIDE))
+    plan = local.plan(1, 300, 400)
+    assert plan is not None and (plan.run_width, plan.run_height) == (TINY_MAX_SIDE, 192)
+    np.testing.assert_array_equal(alpha, local(image, prompt))
+    assert not np.array_equal(alpha, _expected(image, prompt, None))  # it did not run at full size
+    assert f"larger ones scaled to at most {DEFAULT_SCALE_TO} px" in tiny_server.stdout
+    assert f"every photo at most {TINY_MAX_SIDE} px a side (--max-side)" in tiny_server.stdout
+    assert "memory budget" in tiny_server.stdout
+
+
+def serve_tiny_path(server) -> str:
+    return server.args[server.args.index("--engine") + 1]
 
 
 def test_a_missing_image_is_refused_by_triton(tiny_server):

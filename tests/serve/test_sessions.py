@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from serve_helpers import free_ports
 
+from smat_deploy.contract import MAX_SIDE
 from smat_deploy.errors import SmatError
 from smat_deploy.serve.lifecycle import ServeSummary, check_same_weights, plan_sessions, whole_model
 from smat_deploy.serve.server import BadRequest, ServeConfig, SessionModels
@@ -155,6 +156,8 @@ class FakeEmbedding:
 class FakePredictor:
     """Embeds by keeping the image; "decodes" max(mean RGB, prompt), like the tiny contract model."""
 
+    sizing = None  # no size policy: photos run at their own size
+
     def embed(self, image):
         return FakeEmbedding(image.copy(), int(image.nbytes))
 
@@ -190,14 +193,14 @@ def test_embed_then_click_decodes_the_cached_photo():
 
 
 def test_session_model_errors_are_bad_requests_with_one_line():
-    models = _models(max_side=64)
+    models = _models()
     click, embed = models.callable("click"), models.callable("embed")
     image = np.zeros((1, 3, 20, 30), np.float32)
     session_id = embed([{"image": image}])[0]["session_id"]
     cases = [
         (click, {"session_id": np.array([b"0" * 32], dtype=object)}, "unknown or expired session '" + "0" * 32),
         (click, {"session_id": session_id, "prompt": np.zeros((1, 1, 5, 5), np.float32)}, "prompt mask must be"),
-        (embed, {"image": np.zeros((1, 3, 20, 65), np.float32)}, "sides up to 64"),
+        (embed, {"image": np.zeros((1, 3, 20, MAX_SIDE + 1), np.float32)}, f"sides up to {MAX_SIDE}"),
         (embed, {"image": np.zeros((2, 3, 20, 30), np.float32)}, "a session holds one photo"),
     ]
     for call, data, reason in cases:

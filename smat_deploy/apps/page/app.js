@@ -341,6 +341,7 @@ function replayCommand() {
   const parts = ["smat-deploy matte", quote(app.session.name), "--prompt", quote(`${name}.json`)];
   if (app.info && app.info.replay_engine) parts.push(app.info.replay_engine);
   if (app.info && app.info.max_side) parts.push("--max-side", String(app.info.max_side));
+  if (app.info && app.info.upsampling && app.info.upsampling !== "guided") parts.push("--upsampling", app.info.upsampling);
   if (ui.automatic.checked) parts.push("--state", "auto");
   parts.push("-o", quote(`${name}_alpha.png`));
   return parts.join(" ");

@@ -38,6 +38,7 @@ def engine_table(report: BenchReport) -> str:
             "precision": row["precision"],
             "MB": _fixed(row["artifact_mb"], 1),
             "WxH": row["size"],
+            "ran at": _ran_at(row),
             "batch": row["batch"],
             "p50 ms": _fixed(row["p50_ms"]),
             "p90 ms": _fixed(row["p90_ms"]),
@@ -47,13 +48,29 @@ def engine_table(report: BenchReport) -> str:
             "GFLOP/s": _fixed(row["gflops"]),
             "matmul GFLOP/s": _fixed(row["matmul_gflops"]),
             "of matmul": _percent(row["of_matmul"]),
+            "pred MB": _fixed(row.get("predicted_mb"), 0),
             "peak MB": _fixed(row["peak_rss_mb"], 0),
+            "pred/peak": _fixed(_prediction_ratio(row), 2),
             "base MB": _fixed(row["base_rss_mb"], 0),
+            "resize": _percent(row.get("resize_share")),
             "MAD vs ref": _scientific(row["mad_vs_ref"]),
         }
         for row in report.rows
     ]
     return format_table(rows)
+
+
+def _ran_at(row: dict) -> str | None:
+    """The size the engine ran at: ``full``, or the scaled size the size policy chose."""
+    if row.get("run_size") is None:
+        return None
+    return row["run_size"] if row.get("scaled") else "full"
+
+
+def _prediction_ratio(row: dict) -> float | None:
+    """Predicted over measured peak memory (1.00: exact)."""
+    predicted, measured = row.get("predicted_mb"), row.get("peak_rss_mb")
+    return None if not predicted or not measured else predicted / measured
 
 
 def overhead_table(report: BenchReport) -> str:
@@ -80,6 +97,7 @@ def sweep_table(report: BenchReport) -> str:
         {
             "engine": row["engine"],
             "WxH": row["size"],
+            "ran at": row["run_size"] if row.get("run_size") != row["size"] else "full",
             "tokens": row["tokens"],
             "GFLOP/img": _fixed(row["gflop_per_image"]),
             "attention": _percent(row["attention_share"]),
@@ -113,6 +131,9 @@ def format_report(report: BenchReport) -> str:
         "timed in each engine's own process just before the engine opened; of matmul = GFLOP/s / matmul GFLOP/s",
         f"accuracy: MAD vs ref = mean |alpha - reference alpha| on the same inputs; reference: {report.reference}",
         f"memory: {report.memory_method}",
+        "sizes: ran at = the size the engine ran at (full, or scaled by the size policy to fit the memory budget, "
+        "the alpha brought back to WxH); resize = share of the call spent scaling the photo down and upsampling the "
+        "alpha",
         "",
         engine_table(report),
     ]

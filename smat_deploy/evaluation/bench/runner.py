@@ -33,13 +33,15 @@ from smat_deploy.evaluation.bench.worker import run_in_worker
 from smat_deploy.evaluation.flops import attention_half_side, smat_flops
 from smat_deploy.model import SMat, describe_weights
 from smat_deploy.runtime import backend_class, backend_for
+from smat_deploy.runtime.sizing import SizePolicy
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 from smat_deploy.runtime.wrapper import engine_options
 
 MEMORY_METHOD = (
     "every engine x size x batch ran in its own fresh process: peak_rss_mb is that process's peak resident "
     "memory (getrusage ru_maxrss), base_rss_mb its resident memory before the engine was opened "
-    "(interpreter, torch, onnxruntime)"
+    "(interpreter, torch, onnxruntime); predicted_mb is the size policy's prediction of that peak, made before "
+    "the first call (resident memory once the engine was open + the call's predicted working memory)"
 )
 
 
@@ -122,6 +124,8 @@ class BenchConfig:
     backends: list[str] | None = None
     #: ``--backend-option`` values, checked against each chosen backend's declared options.
     backend_options: dict = field(default_factory=dict)
+    #: How sizes too large for the memory budget run (the same rule as ``matte``); every job and the reference.
+    size_policy: SizePolicy = field(default_factory=SizePolicy)
 
 
 @dataclass
@@ -195,13 +199,35 @@ def _row(choice: EngineChoice, size: Size, batch: int, result: dict) -> dict:
         "providers": result.get("providers"),
         "threads": result.get("threads"),
         "pid": result.get("pid"),
+        **_size_columns(result),
     }
     if row["p50_ms"]:
         seconds = row["p50_ms"] / 1e3
         row["images_per_s"] = batch / seconds
-        row["gflops"] = smat_flops(size.height, size.width, batch).total / seconds / 1e9
+        width, height = (result.get("plan") or {}).get("run_size") or (size.width, size.height)  # what ran
+        row["gflops"] = smat_flops(height, width, batch).total / seconds / 1e9
         row["of_matmul"] = _ratio(row["gflops"], row["matmul_gflops"])
     return row
+
+
+def _size_columns(result: dict) -> dict:
+    """Where the size policy ran the job, what it predicted, and the share of time spent scaling and upsampling."""
+    plan = result.get("plan") or {}
+    stages = result.get("stages") or []
+    share = None
+    if stages and plan.get("scaled"):
+        totals = [sum(stage.values()) for stage in stages]
+        resizing = [stage.get("scale", 0.0) + stage.get("upsample", 0.0) for stage in stages]
+        share = float(np.median(resizing)) / float(np.median(totals))
+    return {
+        "run_size": "x".join(map(str, plan["run_size"])) if plan else None,
+        "scaled": plan.get("scaled"),
+        "predicted_mb": plan.get("predicted_peak_mb"),
+        "resize_share": share,
+        "upsample_ms": 1e3 * float(np.median([stage.get("upsample", 0.0) for stage in stages]))
+        if stages and plan.get("scaled")
+        else None,
+    }
 
 
 def _overhead_row(choice: EngineChoice, size: Size, batch: int, result: dict) -> dict | None:
@@ -230,7 +256,10 @@ def _sweep(rows: list[dict], sizes: list[Size], batch: int) -> list[dict]:
         mine = {row["size"]: row for row in rows if row["engine"] == engine and row["batch"] == batch}
         base = mine.get(smallest.label, {})
         for size in sorted(sizes, key=lambda s: s.width * s.height):
-            row, flops = mine.get(size.label, {}), smat_flops(size.height, size.width)
+            row = mine.get(size.label, {})
+            run = row.get("run_size") or size.label  # the size the engine ran at, where the policy scaled it
+            run_width, run_height = (int(side) for side in run.split("x"))
+            flops = smat_flops(run_height, run_width)
             ms = None if not row.get("p50_ms") else row["p50_ms"] / batch
             sweep.append(
                 {
@@ -238,6 +267,7 @@ def _sweep(rows: list[dict], sizes: list[Size], batch: int) -> list[dict]:
                     "size": size.label,
                     "batch": batch,
                     "megapixels": size.width * size.height / 1e6,
+                    "run_size": run,
                     "tokens": flops.tokens,
                     "gflop_per_image": flops.total / 1e9,
                     "attention_share": flops.attention_share,
@@ -275,6 +305,16 @@ def _measure_job(name: str, choice: EngineChoice, size: Size, batch: int, config
         "iters": config.iters,
         "overhead": first,
         "matmul_size": config.matmul_size,
+        "size_policy": _policy_fields(config.size_policy),
+    }
+
+
+def _policy_fields(policy: SizePolicy) -> dict:
+    return {
+        "max_memory_mb": policy.max_memory_mb,
+        "scale_to": policy.scale_to,
+        "max_side": policy.max_side,
+        "upsampling": policy.upsampling,
     }
 
 
@@ -315,6 +355,7 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
         ]
         engine = str(config.checkpoint) if config.checkpoint is not None else TORCH_ENGINE
         reference_job = {"name": "reference", "engine": engine, "backend": "torch", "device": config.device}
+        reference_job["size_policy"] = _policy_fields(config.size_policy)
         reference_job.update(
             seed=config.seed, options=job_options("torch", replace(config, backend_options={})), cases=cases
         )
@@ -324,6 +365,8 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
 
     results: dict[str, dict] = {}
     alphas: dict[tuple[str, str, int], np.ndarray] = {}  # (engine label, size, batch) -> alpha
+    reference_runs: dict[tuple[str, str, int], str | None] = {}  # where the reference ran
+    reference_label = reference.label if reference is not None else "reference"
     with tempfile.TemporaryDirectory(prefix="smat-bench-") as tmp:
         workdir = Path(tmp)
         failed_to_open: dict[str, str] = {}
@@ -345,11 +388,12 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
             for case in reference_job["cases"]:
                 case["alpha_path"] = str(workdir / case["alpha_path"])
             result = run_in_worker(reference_job, workdir, step, _steps(reference_job))
-            for case in reference_job["cases"] if result.get("status") == "ok" else []:
-                key = ("reference", Size(case["width"], case["height"]).label, case["batch"])
+            cases = reference_job["cases"] if result.get("status") == "ok" else []
+            for case, run_size in zip(cases, result.get("run_sizes", []), strict=False):
+                key = (reference_label, Size(case["width"], case["height"]).label, case["batch"])
                 alphas[key] = np.load(case["alpha_path"])
+                reference_runs[key] = "x".join(map(str, run_size)) if run_size else None
 
-    reference_label = reference.label if reference is not None else "reference"
     rows, overhead = [], []
     first_p50: dict[tuple[str, int], float | None] = {}
     for choice, size, batch, job in measured:
@@ -357,13 +401,18 @@ def run_bench(config: BenchConfig, progress: Callable[[int], Callable[[], None]]
         row = _row(choice, size, batch, result)
         first_p50.setdefault((size.label, batch), row["p50_ms"])
         row["speedup_vs_first"] = _ratio(first_p50[(size.label, batch)], row["p50_ms"])
-        mine, truth = alphas.get((choice.label, size.label, batch)), alphas.get((reference_label, size.label, batch))
-        if mine is not None and truth is not None:
-            diff = np.abs(mine.astype(np.float64) - truth)
-            row["mad_vs_ref"], row["max_abs_vs_ref"] = float(diff.mean()), float(diff.max())
         rows.append(row)
+        if reference is not None and choice.label == reference.label:
+            reference_runs[(reference_label, size.label, batch)] = row["run_size"]
         if (extra := _overhead_row(choice, size, batch, result)) is not None:
             overhead.append(extra)
+    for (choice, size, batch, _), row in zip(measured, rows, strict=True):
+        key = (size.label, batch)
+        mine, truth = alphas.get((choice.label, *key)), alphas.get((reference_label, *key))
+        same_size = reference_runs.get((reference_label, *key)) == row["run_size"]  # compared at one run size only
+        if mine is not None and truth is not None and same_size:
+            diff = np.abs(mine.astype(np.float64) - truth)
+            row["mad_vs_ref"], row["max_abs_vs_ref"] = float(diff.mean()), float(diff.max())
 
     attention = {size.label: smat_flops(size.height, size.width).attention_share for size in config.sizes}
     half_side = attention_half_side()

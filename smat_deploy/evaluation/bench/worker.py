@@ -76,18 +76,34 @@ def wrapper_work_ms(
     return float(np.median(samples)) * 1e3
 
 
-def run_reference(job: dict, step: Callable[[], None], stage: dict) -> dict:
-    """The reference's alphas for every case, one process for all of them (nothing is timed here)."""
+def _open(job: dict):
+    """The job's engine as a :class:`~smat_deploy.runtime.Runtime` under the job's size policy."""
     from smat_deploy.runtime import Runtime
+    from smat_deploy.runtime.sizing import SizePolicy
 
-    runtime = Runtime.open(job["engine"], backend=job["backend"], device=job["device"], **job["options"])
+    policy = SizePolicy(**job["size_policy"])
+    return Runtime.open(
+        job["engine"], backend=job["backend"], device=job["device"], size_policy=policy, **job["options"]
+    )
+
+
+def run_reference(job: dict, step: Callable[[], None], stage: dict) -> dict:
+    """The reference's alphas for every case, one process for all of them (nothing is timed here).
+
+    The reference runs under the same size policy as the engines; each case records the size it ran at, so
+    only engines that ran at the same size are compared with it.
+    """
+    runtime = _open(job)
     stage["at"] = "run"
     step()
+    run_sizes = []
     for case in job["cases"]:
         image, prompt, state = bench_inputs(case["height"], case["width"], case["batch"], job["seed"])
-        np.save(case["alpha_path"], np.asarray(runtime(image, prompt, state), dtype=np.float32))
+        alpha, report = runtime.call(image, prompt, state)
+        np.save(case["alpha_path"], np.asarray(alpha, dtype=np.float32))
+        run_sizes.append([report.plan.run_width, report.plan.run_height] if report.plan else None)
         step()
-    return {"status": "ok", "weights": runtime.info.details.get("weights")}
+    return {"status": "ok", "weights": runtime.info.details.get("weights"), "run_sizes": run_sizes}
 
 
 def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
@@ -98,19 +114,20 @@ def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
     real engine's peak, so they do not show in ``peak_rss_mb``.
     """
     from smat_deploy.evaluation.bench.machine import current_rss_mb, matmul_rate, peak_rss_mb
-    from smat_deploy.runtime import Runtime
 
     base_rss = current_rss_mb()
     matmul = matmul_rate(job["matmul_size"], threads=job["threads"]).as_dict() if job["matmul_size"] else None
     start = time.perf_counter()
-    runtime = Runtime.open(job["engine"], backend=job["backend"], device=job["device"], **job["options"])
+    runtime = _open(job)
     open_seconds = time.perf_counter() - start
     stage["at"] = "run"
     loaded_rss = current_rss_mb()
     step()
     image, prompt, state = bench_inputs(job["height"], job["width"], job["batch"], job["seed"])
     feed = {"image": image, "prompt": prompt, "state": state}
-    bare = runtime.backend.raw_call() if job["overhead"] else None
+    plan = runtime.plan(job["batch"], job["height"], job["width"])
+    # The bare session call runs the whole photo: only where the policy runs it at its own size.
+    bare = runtime.backend.raw_call() if job["overhead"] and plan is not None and not plan.scaled else None
     on_cuda = runtime.info.device.startswith("cuda")
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -119,14 +136,15 @@ def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
         out = runtime(image, prompt, state)
         alpha = out if alpha is None else alpha
         step()
-    times, bare_times = [], []
+    times, bare_times, stages = [], [], []
     for index in range(job["iters"]):
         # Interleave wrapper and bare calls, alternating which goes first, so drift and order cancel out.
         if bare is not None and index % 2 == 1:
             bare_times.append(_timed(lambda: bare(feed)))
         start = time.perf_counter()
-        out = runtime(image, prompt, state)
+        out, report = runtime.call(image, prompt, state)
         times.append(time.perf_counter() - start)
+        stages.append(report.stages)
         alpha = out if alpha is None else alpha
         if bare is not None and index % 2 == 0:
             bare_times.append(_timed(lambda: bare(feed)))
@@ -153,6 +171,8 @@ def run_job(job: dict, step: Callable[[], None], stage: dict) -> dict:
         "peak_rss_mb": peak_rss_mb(),
         "torch_cuda_peak_mb": torch.cuda.max_memory_allocated() / 1e6 if on_cuda else None,
         "threads": info.details.get("threads"),
+        "plan": None if plan is None else plan.as_dict(),
+        "stages": stages,
     }
 
 
