@@ -112,6 +112,14 @@ COMMANDS: dict[str, Command] = {
         "Benchmark engines side by side: latency p50/p90/p99, images/s, peak memory, accuracy vs the reference.",
         _TORCH,
     ),
+    "sizes": Command(
+        "smat_deploy.cli.sizes:sizes_command",
+        "How photos of given sizes run on an engine here: the size it runs at, predicted peak memory, the budget.",
+    ),
+    "upsampling": Command(
+        "smat_deploy.cli.upsampling:upsampling_command",
+        "Quality of alphas from scaled-down runs brought back to full size: nearest, bilinear, guided vs full size.",
+    ),
     "parity": Command(
         "smat_deploy.cli.parity:parity_command",
         "Check an engine against the PyTorch reference per prompt kind; non-zero exit when a tolerance is exceeded.",
