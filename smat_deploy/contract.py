@@ -127,8 +127,119 @@ def padded_grid(height: int, width: int) -> tuple[int, int]:
     return height // PATCH_SIZE, width // PATCH_SIZE
 
 
+@dataclass(frozen=True)
+class Role:
+    """One graph of the contract: what it takes and gives, and the bounds of its dimensions.
+
+    ``sized`` is the input whose height and width are the photo's (the engine's size limits apply to it).
+    """
+
+    name: str
+    inputs: tuple[dict, ...]
+    outputs: tuple[dict, ...]
+    dimensions: dict
+    sized: str
+    meaning: str
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec["name"] for spec in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec["name"] for spec in self.outputs)
+
+    @property
+    def specs(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """The role's inputs and outputs as :class:`TensorSpec`."""
+        return tuple(_as_spec(s) for s in self.inputs), tuple(_as_spec(s) for s in self.outputs)
+
+    def problems(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[str]:
+        """Every way declared I/O differs from this role's (empty: it meets the contract).
+
+        Static sizes where the contract has symbolic ones (a fixed-size export) are allowed; they become
+        the engine's size limits.
+        """
+        expected_in, expected_out = self.specs
+        return _spec_problems(inputs, expected_in, "input") + _spec_problems(outputs, expected_out, "output")
+
+
+#: Every graph smat-deploy exports, by role: the whole model and the interactive pair's two halves. Manifests
+#: record the role (``"role"``), every backend opens every role, and the pair's checks read this table.
+ROLES: dict[str, Role] = {
+    role.name: role
+    for role in (
+        Role("whole", tuple(INPUTS), tuple(OUTPUTS), DIMENSIONS, "image", "image, prompt, state -> alpha"),
+        Role("encoder", tuple(ENCODER_INPUTS), tuple(ENCODER_OUTPUTS), PAIR_DIMENSIONS, "image", "image -> embedding"),
+        Role(
+            "decoder",
+            tuple(DECODER_INPUTS),
+            tuple(DECODER_OUTPUTS),
+            PAIR_DIMENSIONS,
+            "prompt",
+            "embedding, prompt, state -> alpha",
+        ),
+    )
+}
+
+
+def manifest_role(manifest: dict) -> str | None:
+    """The role a manifest gives its file: its ``role`` key, or (manifests written before it) the pair's role,
+    else ``whole`` for a manifest without a pair section."""
+    role = manifest.get("role")
+    if role in ROLES:
+        return str(role)
+    pair = manifest.get("pair")
+    if isinstance(pair, dict):
+        found = pair.get("role")
+        return str(found) if found in PAIR_ROLES else None
+    return "whole" if manifest else None
+
+
 #: Prompt kinds that inputs are made with (calibration, gates, parity, benchmarks): "none" is automatic mode.
 PROMPT_KINDS = ("none", "point", "box", "scribble", "mask")
+
+
+#: Element types, one row each: the contract's name, then how ONNX (``TensorProto`` number), ONNX Runtime,
+#: OpenVINO, TensorRT (``DataType`` member), TensorRT's ONNX support matrix and Triton name it (None: no such
+#: type there). Every backend, the support-matrix check and the Triton configs read types through this table.
+DTYPE_COLUMNS = ("onnx", "onnxruntime", "openvino", "tensorrt", "support_matrix", "triton")
+_DTYPE_ROWS = (
+    ("float32", 1, "tensor(float)", "f32", "FLOAT", "FP32", "TYPE_FP32"),
+    ("float16", 10, "tensor(float16)", "f16", "HALF", "FP16", "TYPE_FP16"),
+    ("bfloat16", 16, "tensor(bfloat16)", "bf16", "BF16", "BF16", "TYPE_BF16"),
+    ("float64", 11, "tensor(double)", "f64", None, "DOUBLE", "TYPE_FP64"),
+    ("int8", 3, "tensor(int8)", "i8", "INT8", "INT8", "TYPE_INT8"),
+    ("uint8", 2, "tensor(uint8)", "u8", "UINT8", "UINT8", "TYPE_UINT8"),
+    ("int16", 5, "tensor(int16)", "i16", None, "INT16", "TYPE_INT16"),
+    ("uint16", 4, "tensor(uint16)", "u16", None, "UINT16", "TYPE_UINT16"),
+    ("int32", 6, "tensor(int32)", "i32", "INT32", "INT32", "TYPE_INT32"),
+    ("uint32", 12, "tensor(uint32)", "u32", None, "UINT32", "TYPE_UINT32"),
+    ("int64", 7, "tensor(int64)", "i64", "INT64", "INT64", "TYPE_INT64"),
+    ("uint64", 13, "tensor(uint64)", "u64", None, "UINT64", "TYPE_UINT64"),
+    ("bool", 9, "tensor(bool)", "boolean", "BOOL", "BOOL", "TYPE_BOOL"),
+    ("string", 8, "tensor(string)", "string", None, "STRING", "TYPE_STRING"),
+    ("int4", 22, "tensor(int4)", "i4", "INT4", "INT4", None),
+    ("float8", 17, "tensor(float8e4m3fn)", "f8e4m3", "FP8", "FP8", None),
+    ("float4", 23, "tensor(float4e2m1)", "f4e2m1", "FP4", "FP4", None),
+)
+DTYPES: dict[str, dict[str, int | str | None]] = {
+    row[0]: dict(zip(DTYPE_COLUMNS, row[1:], strict=True)) for row in _DTYPE_ROWS
+}
+
+
+def dtype_name(column: str, native: object) -> str:
+    """The contract's name of a type as ``column`` names it (``("onnxruntime", "tensor(float)")`` -> ``float32``);
+    a type the table does not hold keeps its own name."""
+    for name, names in DTYPES.items():
+        if names[column] == native:
+            return name
+    return str(native)
+
+
+def dtype_in(column: str, name: str) -> int | str | None:
+    """How ``column`` names the contract's type ``name`` (None: not there, or not a type the table holds)."""
+    return DTYPES.get(name, {}).get(column)
 
 
 @dataclass(frozen=True)
@@ -143,8 +254,12 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
-CONTRACT_INPUTS = tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in INPUTS)
-CONTRACT_OUTPUTS = tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in OUTPUTS)
+def _as_spec(spec: dict) -> TensorSpec:
+    return TensorSpec(spec["name"], spec["dtype"], tuple(spec["shape"]))
+
+
+CONTRACT_INPUTS = tuple(_as_spec(s) for s in INPUTS)
+CONTRACT_OUTPUTS = tuple(_as_spec(s) for s in OUTPUTS)
 
 
 def _spec_problems(found: Sequence[TensorSpec], expected: Sequence[TensorSpec], role: str) -> list[str]:
@@ -170,13 +285,10 @@ def _spec_problems(found: Sequence[TensorSpec], expected: Sequence[TensorSpec], 
     return problems
 
 
-def contract_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[str]:
-    """Every way declared I/O differs from ``image, prompt, state -> alpha`` (empty: it meets the contract).
-
-    Static sizes where the contract has symbolic ones (a fixed-size export) are allowed; they become
-    the engine's size limits.
-    """
-    return _spec_problems(inputs, CONTRACT_INPUTS, "input") + _spec_problems(outputs, CONTRACT_OUTPUTS, "output")
+def contract_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], role: str = "whole") -> list[str]:
+    """Every way declared I/O differs from ``role``'s (``whole``: ``image, prompt, state -> alpha``); empty: it
+    meets the contract. See :meth:`Role.problems`."""
+    return ROLES[role].problems(inputs, outputs)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "smat_deploy"
 LAYERS = {
     "contract": 0,
     "errors": 1,
+    "pair": 1,
     "_files": 1,
     "_table": 1,
     "_ort": 1,

@@ -25,6 +25,7 @@ from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy._table import format_table, markdown_table
 from smat_deploy.apps.figures import save_heatmap, save_overlay
 from smat_deploy.contract import PROMPT_KINDS, manifest_path_for, pair_file, read_manifest
+from smat_deploy.data.cases import standard_cases
 from smat_deploy.data.parity_sets import shared_photos_dir
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.engines.tensorrt_build import tensorrt_status
@@ -399,7 +400,7 @@ def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None)
         None if config.checkpoint is None else config.checkpoint.stat().st_size,
     )
     float32 = stages.run(
-        "export float32 ONNX and the interactive pair (graph checks, parity on 8 cases)",
+        f"export float32 ONNX and the interactive pair (graph checks, parity on {len(standard_cases())} cases)",
         lambda: _export(config, source, log),
     )
     variants, notes = stages.run(
@@ -414,7 +415,7 @@ def run_demo(config: DemoConfig, log: Log = lambda message: None, progress=None)
         lambda: _matte_sample(config, report.engines, reference_model, log),
     )
     report.parity = stages.run(
-        f"parity against the reference ({config.parity_limit} image(s) x 5 prompt kinds per engine)",
+        f"parity against the reference ({config.parity_limit} image(s) x {len(PROMPT_KINDS)} prompt kinds per engine)",
         lambda: _parity(config, report.engines, reference_model, log),
     )
     report.bench = stages.run(

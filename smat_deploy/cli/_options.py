@@ -6,15 +6,17 @@ Nothing here imports PyTorch: the torch engine loads it when it opens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from smat_deploy import prompts as P
-from smat_deploy.contract import pair_file, read_manifest
+from smat_deploy.contract import PRECISIONS, canonical_precision, read_manifest
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import BACKENDS, Predictor, Runtime, backend_for
+from smat_deploy.runtime.base import file_role
 from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO, SizePolicy
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 from smat_deploy.runtime.wrapper import shared_options
@@ -183,6 +185,50 @@ def backend_options_with_threads(threads: int | None, backend_options: list[str]
     return options
 
 
+@dataclass(frozen=True)
+class EngineArgs:
+    """A command's engine options (``--engine``, ``--checkpoint``, ``--seed``, ``--device``, ``--threads``,
+    ``--backend``, ``--backend-option``) as one group, as Polygraphy's argument groups are: a command makes it
+    once and opens what it needs from it, the whole model (:meth:`runtime`) or the pair (:meth:`predictor`)."""
+
+    engine: str | None = None
+    checkpoint: Path | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    backend: str | None = None
+    backend_options: tuple[str, ...] = ()
+
+    def runtime(self, policy: SizePolicy | None = None) -> Runtime:
+        """The whole model, on the group's backend (:func:`open_engine`)."""
+        return open_engine(
+            self.engine, self.checkpoint, self.seed, self.device, self.threads, self.backend,
+            list(self.backend_options), policy,
+        )  # fmt: skip
+
+    def predictor(self, policy: SizePolicy | None = None, reserved_mb: float = 0.0) -> Predictor:
+        """The interactive pair, on the group's backend (:func:`open_predictor`)."""
+        return open_predictor(
+            self.engine, self.checkpoint, self.seed, self.device, self.threads, self.backend,
+            list(self.backend_options), policy, reserved_mb,
+        )  # fmt: skip
+
+
+def engine_args(
+    engine: str | None,
+    checkpoint: Path | None,
+    seed: int,
+    device: str,
+    threads: int | None,
+    backend: str | None,
+    backend_options: list[str] | None,
+) -> EngineArgs:
+    """The group from a command's options, its values checked (``--threads``, ``--backend-option``) before any
+    engine opens."""
+    parse_backend_options_and_threads(threads, backend_options)
+    return EngineArgs(engine, checkpoint, seed, device, threads, backend, tuple(backend_options or ()))
+
+
 def engine_target(engine: str | None, checkpoint: Path | None) -> str:
     """What ``--engine`` and ``--checkpoint`` name together: the checkpoint belongs to the torch engine."""
     if engine is None or engine == TORCH_ENGINE:
@@ -223,30 +269,36 @@ def open_predictor(
     device: str,
     threads: int | None = None,
     backend: str | None = None,
+    backend_options: list[str] | None = None,
     policy: SizePolicy | None = None,
+    reserved_mb: float = 0.0,
 ) -> Predictor:
-    """A :class:`~smat_deploy.Predictor` for ``--engine``: an export folder with the interactive pair, its encoder
-    file, a whole-model ``.onnx`` with the pair beside it (its precision's pair), ``torch`` or a checkpoint."""
-    from smat_deploy.contract import PRECISIONS
-
-    if backend not in (None, "onnxruntime", "torch"):
-        raise SmatError(f"one embedding for several prompts runs on onnxruntime or torch, not --backend {backend}")
+    """A :class:`~smat_deploy.Predictor` for ``--engine``: an export folder with the interactive pair (or an engines
+    folder with its TensorRT pair), the pair's encoder file, a whole model with the pair beside it (that
+    precision's pair), ``torch`` or a checkpoint; on ``--backend`` with its ``--backend-option`` values, as
+    :func:`open_engine` opens a whole model. The pair is checked by :func:`smat_deploy.pair.find_pair`."""
+    options: dict[str, object] = dict(backend_options_with_threads(threads, backend_options))
     target = engine_target(engine, checkpoint)  # --checkpoint only with the torch engine, as for open_engine
     path = Path(target)
-    if target == TORCH_ENGINE or path.suffix.lower() in (".pth", ".pt") or path.is_dir():
-        return Predictor.open(target, device, threads=threads, seed=seed, size_policy=policy)
-    precision = next((name for name, p in PRECISIONS.items() if p.file == path.name), "float32")
-    if path.suffix.lower() != ".onnx":
-        raise SmatError(
-            f"one embedding for several prompts needs the interactive pair (an export folder, its encoder .onnx, "
-            f"'torch' or a checkpoint), not {path.name}"
-        )
-    manifest = read_manifest(path.with_suffix(".json")) if path.is_file() else None
-    if manifest is not None and isinstance(manifest.get("pair"), dict):
-        return Predictor.open(path, device, threads=threads, size_policy=policy)
-    if not (path.parent / pair_file("encoder", precision)).is_file():
-        raise SmatError(
-            f"several prompt sets need the interactive pair beside {path.name}: "
-            f"smat-deploy export --interactive -o {path.parent}"
-        )
-    return Predictor.open(path.parent, device, precision=precision, threads=threads, size_policy=policy)
+    torch_source = target == TORCH_ENGINE or path.suffix.lower() in (".pth", ".pt")
+    if torch_source:
+        options = {"seed": seed, **options}  # a --backend-option seed wins over --seed
+        return Predictor.open(target, backend, device, size_policy=policy, reserved_mb=reserved_mb, **options)
+    source, precision = target, None
+    if backend is None and path.suffix.lower() in (".plan", ".engine"):
+        backend = "tensorrt"  # a TensorRT whole model: the TensorRT pair beside it
+    if path.is_file() and file_role(path) in (None, "whole"):  # a whole model: its precision's pair beside it
+        manifest = read_manifest(path.with_suffix(".json")) or {}
+        precision = canonical_precision(str(manifest.get("precision") or _precision_by_name(path)))
+        source = str(path.parent)
+        if precision not in PRECISIONS:
+            raise SmatError(f"{path.name} is {precision}: there is no interactive pair of that precision")
+    return Predictor.open(
+        source, backend, device, precision=precision, size_policy=policy, reserved_mb=reserved_mb, **options
+    )
+
+
+def _precision_by_name(path: Path) -> str:
+    """A model file's precision from its name (``smat_cpu.onnx`` -> ``float32_cpu``), for files without a manifest."""
+    stem = path.stem
+    return next((name for name, p in PRECISIONS.items() if Path(p.file).stem == stem), "float32")

@@ -22,10 +22,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from typer._click import exceptions as cli_errors  # typer's own copy of click: what its commands raise
 from typer.core import TyperGroup
 
 from smat_deploy.errors import CheckFailed, SmatError
+
+#: The command-line parser's own errors. typer ships its own copy of click in a private module; its public
+#: ``typer.BadParameter`` derives from click's ``UsageError``, which derives from ``ClickException``.
+_USAGE_ERROR, _CLICK_EXCEPTION = (
+    next(base for base in typer.BadParameter.__mro__ if base.__name__ == name)
+    for name in ("UsageError", "ClickException")
+)
 
 #: Exit statuses, the same for every command.
 EXIT_OK = 0
@@ -323,13 +329,13 @@ def main() -> None:
     debug = bool(os.environ.get("SMAT_DEPLOY_DEBUG"))
     try:
         status = app(prog_name="smat-deploy", standalone_mode=False)
-    except cli_errors.NoArgsIsHelpError as err:  # a bare `smat-deploy`: the help
-        err.show()
-        sys.exit(EXIT_OK)
-    except cli_errors.UsageError as err:  # an unknown option, a missing argument, a value of the wrong type
+    except _USAGE_ERROR as err:  # an unknown option, a missing argument, a value of the wrong type
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare `smat-deploy`: the help
+            err.show()
+            sys.exit(EXIT_OK)
         where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
         _fail(f"{err.format_message()}{where}", EXIT_BAD_INPUT)
-    except cli_errors.ClickException as err:
+    except _CLICK_EXCEPTION as err:
         _fail(err.format_message(), err.exit_code)
     except typer.Abort:
         _fail("interrupted", EXIT_INTERRUPTED)

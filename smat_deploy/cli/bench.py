@@ -18,17 +18,19 @@ from smat_deploy.cli._options import (
     SeedOption,
     ThreadsOption,
     UpsamplingOption,
+    parse_backend_options,
     parse_backend_options_and_threads,
     size_policy,
 )
 from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli._shapes import parse_batches, parse_image_sizes
+from smat_deploy.contract import PRECISIONS, canonical_precision
 from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.evaluation.bench.machine import DEFAULT_MATMUL_SIZE
 from smat_deploy.evaluation.bench.report import format_report, write_plot
 from smat_deploy.evaluation.bench.runner import BenchConfig, Size, run_bench
-from smat_deploy.runtime import BACKENDS
+from smat_deploy.runtime import BACKENDS, backend_class
 from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO
 
 EPILOG = """Examples:
@@ -49,12 +51,17 @@ the measured peak memory of its process, and for scaled rows the share of time s
 
   smat-deploy bench --interactive --engine export/ --iters 5
 
+  smat-deploy bench --interactive --backend onnxruntime --backend openvino --sizes 518x518,768x1024
+
+  smat-deploy bench --interactive --precision cpu --sizes 512
+
 --interactive measures a folder from smat-deploy export --interactive (default: export/): the
 whole model (smat.onnx), embed and one click (smat_encoder.onnx + smat_decoder.onnx) in rounds in
-one process, ONNX Runtime CPU float32, batch 1, at 518x518, 1024x768 and 1560x1040 unless --sizes
-says otherwise. Its exit status is 1 when a per-click speed-up goal is missed (2.2x at 518x518, 3x
-at 1024x768, 4x at 1560x1040) or the pair's alpha differs from the whole model's; the table is
-printed either way.
+one process, batch 1, at 518x518, 1024x768 and 1560x1040 unless --sizes says otherwise, on ONNX
+Runtime (or every --backend given, taking turns each round), float32 (or --precision: cpu, fp16,
+int8, int8_cpu pick that precision's files), on the CPU (or --device). Its exit status is 1 when a
+per-click speed-up goal is missed (2.2x at 518x518, 3x at 1024x768 or 768x1024, 4x at 1560x1040)
+or the pair's alpha differs from the whole model's; the table is printed either way.
 
 Exit status: 0 when every engine that is available here ran; 1 when any engine failed while opening
 or running (its row says why; the others still ran); 2 on bad input. Engines whose backend is missing
@@ -125,6 +132,12 @@ def bench_command(
     max_side: MaxSideOption = None,
     scale_to: ScaleToOption = DEFAULT_SCALE_TO,
     upsampling: UpsamplingOption = "guided",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="With --interactive: the precision of the whole model and pair (float32, cpu, fp16, int8_cpu)."
+        ),
+    ] = "float32",
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (same rows, raw numbers).")
     ] = False,
@@ -133,8 +146,6 @@ def bench_command(
     policy = size_policy(max_memory_mb, max_side, scale_to, upsampling)
     if interactive:
         others = {
-            "--backend": backend,
-            "--backend-option": backend_option,
             "--checkpoint": checkpoint,
             "--plot": plot != Path("bench.png") or no_plot,
             "--batch": batch != "1",
@@ -146,9 +157,9 @@ def bench_command(
         }
         if given := [name for name, value in others.items() if value]:
             raise SmatError(f"bench --interactive does not take {', '.join(given)}")
-        if device not in ("auto", "cpu"):
-            raise SmatError(f"bench --interactive measures ONNX Runtime on the CPU; --device {device} is not supported")
-        _interactive(engine, sizes, warmup, iters, threads, seed, json_output)
+        backends = tuple(dict.fromkeys(backend)) if backend else ("onnxruntime",)
+        options = parse_backend_options(backend_option)
+        _interactive(engine, sizes, warmup, iters, threads, seed, backends, options, precision, device, json_output)
         return
     if not engine:
         raise SmatError("bench needs at least one --engine (or --interactive with an export folder)")
@@ -195,6 +206,10 @@ def _interactive(
     iters: int,
     threads: int | None,
     seed: int,
+    backends: tuple[str, ...],
+    backend_options: dict[str, str],
+    precision: str,
+    device: str,
     json_output: bool,
 ) -> None:
     from smat_deploy.evaluation.bench.interactive import (
@@ -211,6 +226,22 @@ def _interactive(
     chosen = (
         DEFAULT_SIZES if sizes is None else tuple(Size(s.width, s.height) for s in parse_image_sizes(sizes, "--sizes"))
     )
+    precision = canonical_precision(precision)
+    if precision not in PRECISIONS:
+        raise SmatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    suffixes = set()
+    for name in backends:
+        opens = backend_class(name).suffixes  # an unknown name is refused here too
+        if not {".onnx", ".plan"} & set(opens):
+            raise SmatError(
+                f"bench --interactive measures exported .onnx or built .plan files; backend {name} opens neither"
+            )
+        suffixes.add(".onnx" if ".onnx" in opens else ".plan")
+    if len(suffixes) > 1:
+        raise SmatError(
+            f"bench --interactive compares backends on one folder's files: {', '.join(backends)} "
+            "open different kinds (.onnx and .plan)"
+        )
     config = InteractiveConfig(
         engine=Path(engine[0]) if engine else None,
         sizes=chosen,
@@ -218,6 +249,11 @@ def _interactive(
         iters=iters,
         threads=threads,
         seed=seed,
+        backends=backends,
+        precision=precision,
+        device=device,
+        suffix=suffixes.pop(),
+        backend_options=backend_options,
     )
     with progress_bars("bench --interactive", "call") as progress:
         report = run_interactive_bench(config, progress)
@@ -229,9 +265,13 @@ def _interactive(
     if report.missed:
         problems.append(
             "per-click speed-up goal missed at "
-            + ", ".join(f"{row['size']} ({row['speedup']:.2f}x < {row['goal']:g}x)" for row in report.missed)
+            + ", ".join(
+                f"{row['size']} on {row['backend']} ({row['speedup']:.2f}x < {row['goal']:g}x)" for row in report.missed
+            )
         )
-    if not report.pair_matches:
+    if not report.pair_matches and report.lossy:
+        problems.append(f"the {report.precision} pair's alpha is beyond its gate against the float32 whole model")
+    elif not report.pair_matches:
         problems.append("the pair's alpha differs from the whole model's beyond the export gate")
     if problems:
         raise CheckFailed("; ".join(problems))

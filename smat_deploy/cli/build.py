@@ -9,8 +9,9 @@ import typer
 
 from smat_deploy.cli._output import print_json
 from smat_deploy.cli._shapes import parse_batches, parse_image_size
-from smat_deploy.engines.tensorrt_build import Profile, Shape, build_engine, build_pair, find_pair_encoder, pair_role
+from smat_deploy.engines.tensorrt_build import Profile, Shape, build_engine, build_pair, find_pair_encoder
 from smat_deploy.errors import SmatError
+from smat_deploy.pair import pair_role
 
 EPILOG = """Examples:
 

@@ -12,9 +12,11 @@ from smat_deploy.apps.demo import DemoConfig, parse_precisions, run_demo, summar
 from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
 from smat_deploy.cli._shapes import parse_image_size
+from smat_deploy.contract import PROMPT_KINDS
+from smat_deploy.data.cases import standard_cases
 from smat_deploy.errors import CheckFailed, SmatError
 
-EPILOG = """Examples:
+EPILOG = f"""Examples:
 
   smat-deploy demo                                   # demo weights; float32 + fp16 + int8; demo_out/report.md
 
@@ -27,8 +29,8 @@ composites (about a minute on a small CPU, first run only; cached in $SMAT_DEPLO
 $XDG_CACHE_HOME/smat-deploy, else ~/.cache/smat-deploy). Their mattes find the object, but they are
 not a real SMat checkpoint, and the output and report say so.
 
-Stages: export float32 ONNX and the interactive pair (graph checks, parity on 8 cases) -> fp16/int8
-variants (TensorRT engines where TensorRT and a GPU are present) -> every engine on a demo photo (auto
+Stages: export float32 ONNX and the interactive pair (graph checks, parity on {len(standard_cases())} cases)
+-> fp16/int8 variants (TensorRT engines where TensorRT and a GPU are present) -> every engine on a demo photo (auto
 and click) -> parity of every engine (as smat-deploy parity) -> bench. Takes several minutes on a small
 CPU (the INT8 calibration is the longest step). Exit status 1 when an engine fails its parity tolerance (the
 report is still written), 2 on bad input.
@@ -81,7 +83,9 @@ def demo(
             "else generated composites (never the calibration set)."
         ),
     ] = None,
-    parity_limit: Annotated[int, typer.Option(help="Images for the parity stage (x 5 prompt kinds, per engine).")] = 1,
+    parity_limit: Annotated[
+        int, typer.Option(help=f"Images for the parity stage (x {len(PROMPT_KINDS)} prompt kinds, per engine).")
+    ] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of text.")] = False,
 ) -> None:
     """Export, make fp16/int8 variants, compare every engine with the reference, bench, and write a report."""

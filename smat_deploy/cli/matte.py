@@ -26,6 +26,7 @@ from smat_deploy.cli._options import (
     BoxOption,
     CheckpointOption,
     DeviceOption,
+    EngineArgs,
     EngineOption,
     MaskOption,
     MaxMemoryOption,
@@ -39,8 +40,7 @@ from smat_deploy.cli._options import (
     ThreadsOption,
     UpsamplingOption,
     collect_prompts,
-    open_engine,
-    open_predictor,
+    engine_args,
     size_policy,
 )
 from smat_deploy.cli._output import print_json
@@ -138,9 +138,10 @@ def matte(
 ) -> None:
     """Matte one photo (or a folder): automatic with no prompt, interactive with clicks, boxes, scribbles or masks."""
     policy = size_policy(max_memory_mb, max_side, scale_to, upsampling)
+    engines = engine_args(engine, checkpoint, seed, device, threads, backend, backend_option)
 
     def open_runtime() -> Runtime:
-        return open_engine(engine, checkpoint, seed, device, threads, backend, backend_option, policy)
+        return engines.runtime(policy)
 
     if image.is_dir():
         if any([prompt, point, box, scribble, mask]):
@@ -152,22 +153,7 @@ def matte(
     if prompt is not None and len(prompt) > 1:
         if any([point, box, scribble, mask]):
             raise SmatError("with several --prompt files, put every prompt into the files (no --point/--box/...)")
-        _matte_prompt_sets(
-            image,
-            prompt,
-            output,
-            cutout,
-            engine,
-            checkpoint,
-            seed,
-            device,
-            threads,
-            backend,
-            backend_option,
-            state,
-            policy,
-            json_output,
-        )
+        _matte_prompt_sets(image, prompt, output, cutout, engines, state, policy, json_output)
         return
     images.check_image_output(output)
     if cutout is not None:
@@ -227,20 +213,12 @@ def _matte_prompt_sets(
     prompt_files: list[Path],
     output: Path,
     cutout: Path | None,
-    engine: str | None,
-    checkpoint: Path | None,
-    seed: int,
-    device: str,
-    threads: int | None,
-    backend: str | None,
-    backend_option: list[str] | None,
+    engines: EngineArgs,
     state: Mode | None,
     policy: SizePolicy,
     json_output: bool,
 ) -> None:
     """One photo, several prompt files: one embedding, one alpha per file (OUT/<prompt stem>.png)."""
-    if backend_option:
-        raise SmatError("--backend-option does not apply to several --prompt files (they run on the interactive pair)")
     stems = [path.stem for path in prompt_files]
     if len(set(stems)) != len(stems):
         twice = sorted({stem for stem in stems if stems.count(stem) > 1})
@@ -253,7 +231,7 @@ def _matte_prompt_sets(
             raise SmatError(f"{what} must be a folder with several --prompt files, but {folder} is a file")
         if folder.resolve() == image.parent.resolve():
             raise SmatError(f"{what} must differ from the photo's folder {image.parent}: an alpha could replace a file")
-    predictor = open_predictor(engine, checkpoint, seed, device, threads, backend, policy)  # before folders are made
+    predictor = engines.predictor(policy)  # before any folder is made
     for folder, what in folders:
         prepare_output_folder(folder, image.parent, what)
     result = matte_prompt_sets(predictor, photo, prompt_sets, _interactive(state))

@@ -20,8 +20,9 @@ from smat_deploy.cli._options import (
     SeedOption,
     ThreadsOption,
     UpsamplingOption,
+    backend_options_with_threads,
+    engine_args,
     engine_target,
-    open_engine,
     size_policy,
 )
 from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO
@@ -67,7 +68,8 @@ the server also hosts 'smat_embed' (image [1,3,H,W] -> session_id BYTES [1], hei
 'smat_click' (session_id, prompt [1,1,H,W] and state [1,1], both optional -> alpha [1,1,H,W]) and
 'smat_end' (session_id -> ended): a photo is sent once, then every click carries only the session id
 and the prompt. At most --session-count sessions and --session-memory MB of embeddings are kept; the
-least recently used go first, and an unknown or expired session id gets an error.
+least recently used go first, and an unknown or expired session id gets an error. The pair runs on the
+whole model's --backend with its --backend-option values (--backend openvino serves both on OpenVINO).
 
 The first start prepares a small numpy<2 environment for Triton's Python stub (pip, about 30 s)
 when this Python has numpy 2.
@@ -138,14 +140,20 @@ def serve_command(
     ).validate()
     config.check_ports()  # before the engine loads: a taken port fails at once
     target = engine_target(engine, checkpoint)
-    plan = plan_sessions(target, sessions, torch_weights=engine in (None, TORCH_ENGINE))
+    torch_weights = engine in (None, TORCH_ENGINE)
+    plan = plan_sessions(target, sessions, torch_weights=torch_weights)
     whole = engine if engine is None else whole_model(engine)
-    runtime = open_engine(whole, checkpoint, seed, device, threads, backend, backend_option)
+    engines = engine_args(whole, checkpoint, seed, device, threads, backend, backend_option)
+    runtime = engines.runtime()
     predictor = None
-    if plan.enabled:
-        from smat_deploy.runtime.predictor import Predictor
+    if plan.enabled:  # the pair on the whole model's backend, with its options
+        if torch_weights:
+            predictor = engines.predictor()
+        else:
+            from smat_deploy.runtime.predictor import Predictor
 
-        predictor = Predictor.open(plan.source, device, precision=plan.precision, threads=threads, seed=seed)
+            options = backend_options_with_threads(threads, backend_option)
+            predictor = Predictor.open(plan.source, runtime.backend.name, device, precision=plan.precision, **options)
         check_same_weights(whole, predictor.info["weights_sha256"])
     apply_size_policy(runtime, predictor, config)
 

@@ -19,7 +19,7 @@ from smat_deploy.cli._options import (
     SeedOption,
     ThreadsOption,
     UpsamplingOption,
-    open_engine,
+    engine_args,
     size_policy,
 )
 from smat_deploy.cli._output import print_json
@@ -64,7 +64,7 @@ def sizes_command(
         raise SmatError(f"--batch must be at least 1, got {batch}")
     wanted = parse_image_sizes(sizes, "--sizes")
     policy = size_policy(max_memory_mb, max_side, scale_to, upsampling)
-    runtime = open_engine(engine, checkpoint, seed, device, threads, backend, backend_option, policy)
+    runtime = engine_args(engine, checkpoint, seed, device, threads, backend, backend_option).runtime(policy)
     sizing = runtime.sizing
     assert sizing is not None
     plans = [sizing.plan(batch, size.height, size.width) for size in wanted]

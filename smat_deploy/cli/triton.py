@@ -10,13 +10,13 @@ import typer
 from smat_deploy._table import format_table
 from smat_deploy.cli._output import print_json
 from smat_deploy.errors import SmatError
+from smat_deploy.pair import pair_role
 from smat_deploy.serve.model_repository import (
     EngineIO,
     TritonModel,
     engine_io,
     pair_io,
     pair_models,
-    pair_role,
     triton_model,
     write_model_repository,
     write_pair_repository,

@@ -16,7 +16,7 @@ from smat_deploy.cli._options import (
     EngineOption,
     SeedOption,
     ThreadsOption,
-    open_engine,
+    engine_args,
 )
 from smat_deploy.cli._output import print_json
 from smat_deploy.cli._progress import progress_bars
@@ -101,7 +101,7 @@ def upsampling_command(
             report = evaluate_oracle(photos, scale_values, progress(len(photos) * len(scale_values)))
         kinds = report.kinds
     else:
-        runtime = open_engine(engine, checkpoint, seed, device, threads, backend, backend_option)
+        runtime = engine_args(engine, checkpoint, seed, device, threads, backend, backend_option).runtime()
         with progress_bars("upsampling", "run") as progress:
             tick = progress(len(photos) * len(kinds) * (1 + len(scale_values)))
             report = evaluate_upsampling(runtime, photos, scale_values, kinds, tick)

@@ -11,6 +11,8 @@ import typer
 
 from smat_deploy.apps.webapp import APP_MAX_SIDE, AppConfig, AppServer, MattingService, serve_until_stopped
 from smat_deploy.cli._options import (
+    BackendOption,
+    BackendOptionsOption,
     CheckpointOption,
     DeviceOption,
     MaxMemoryOption,
@@ -18,12 +20,13 @@ from smat_deploy.cli._options import (
     SeedOption,
     ThreadsOption,
     UpsamplingOption,
-    open_predictor,
+    engine_args,
     size_policy,
 )
 from smat_deploy.contract import MIN_SIDE, PRECISIONS
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime import Predictor
+from smat_deploy.runtime.registry import backend_for
 from smat_deploy.runtime.sizing import DEFAULT_SCALE_TO
 from smat_deploy.runtime.torch_backend import TORCH_ENGINE
 
@@ -34,6 +37,8 @@ EPILOG = """Examples:
   smat-deploy app --engine export/smat_encoder_cpu.onnx --port 8000
 
   smat-deploy app --engine torch -c smat.pth --max-side 768
+
+  smat-deploy app --engine export/ --backend openvino          # the same pair on OpenVINO
 
 Open the address it prints in a browser. On the page: open a photo (or drop it on the page), then click
 (foreground), draw boxes, scribble or brush; the alpha, the cutout over a checkerboard and over a colour
@@ -61,7 +66,11 @@ def _replay_engine(engine: str | None, checkpoint: Path | None, seed: int, predi
     source = Path(str(predictor.info["source"]))
     folder = source if source.is_dir() else source.parent
     whole = folder / PRECISIONS[predictor.precision].file  # matte with one prompt file runs the whole model
-    return shlex.join(["--engine", str(whole if whole.is_file() else source)])
+    target = whole if whole.is_file() else source
+    parts = ["--engine", str(target)]
+    if target.is_file() and backend_for(target).name != predictor.backend:  # the same runtime as the page
+        parts += ["--backend", predictor.backend]
+    return shlex.join(parts)
 
 
 def _size_rule(predictor: Predictor) -> str:
@@ -86,6 +95,8 @@ def app_command(
         ),
     ] = "export/",
     checkpoint: CheckpointOption = None,
+    backend: BackendOption = None,
+    backend_option: BackendOptionsOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens the page to other machines.")] = (
         "127.0.0.1"
     ),
@@ -127,7 +138,8 @@ def app_command(
             f"engine not found: {engine} (make the default with: smat-deploy export --interactive, "
             "or pass --engine torch)"
         )
-    predictor = open_predictor(engine, checkpoint, seed, device, threads, policy=policy)
+    engines = engine_args(engine, checkpoint, seed, device, threads, backend, backend_option)
+    predictor = engines.predictor(policy, reserved_mb=session_memory)
     config = AppConfig(
         max_upload_bytes=round(max_upload_mb * 1e6),
         max_pixels=round(max_megapixels * 1e6),

@@ -477,6 +477,7 @@ def _manifest(
         },
         "format": MANIFEST_FORMAT,
         "model": half.path.name,
+        "role": half.role,
         "sha256": sha256_of(written),
         "size_bytes": written.stat().st_size,
         "precision": kind,

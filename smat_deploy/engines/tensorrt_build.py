@@ -28,13 +28,14 @@ import onnx
 
 from smat_deploy._files import atomic_output, sha256_of
 from smat_deploy.contract import INPUTS as INPUT_SPECS
-from smat_deploy.contract import MIN_SIDE, PAIR_IO, PAIR_ROLES, manifest_path_for, pair_file, read_manifest
+from smat_deploy.contract import MIN_SIDE, PAIR_IO, PAIR_ROLES, manifest_path_for, read_manifest
 from smat_deploy.contract import OUTPUTS as OUTPUT_SPECS
 from smat_deploy.engines.cpu_graph import uses_onnxruntime_operators
 from smat_deploy.engines.pair_profiles import ProfileShapes, decoder_shapes, encoder_shapes, profile_record
 from smat_deploy.errors import SmatError
 from smat_deploy.export.graph_checks import check_graph
 from smat_deploy.export.manifest import write_manifest
+from smat_deploy.pair import find_pair, pair_role
 
 ENGINE_MANIFEST_FORMAT = "smat-deploy/engine-manifest/1"
 INPUTS = ("image", "prompt", "state")
@@ -211,12 +212,20 @@ def _serialize(trt: Any, onnx_path: Path, shapes: ProfileShapes, options: _Optio
 
 
 def _engine_manifest(
-    output: Path, onnx_path: Path, profile: Profile, options: _Options, version: str, seconds: float
+    output: Path,
+    onnx_path: Path,
+    profile: Profile,
+    options: _Options,
+    version: str,
+    seconds: float,
+    role: str = "whole",
 ) -> dict:
     source_manifest = read_manifest(manifest_path_for(onnx_path)) or {}
     return {
         "format": ENGINE_MANIFEST_FORMAT,
         "engine": output.name,
+        "role": role,
+        "source": source_manifest.get("source"),
         "sha256": sha256_of(output),
         "profile": profile.as_dict(),
         "precision": source_manifest.get("precision", "unknown"),
@@ -295,74 +304,21 @@ class PairSources:
     models: dict[str, onnx.ModelProto]
 
 
-def _pair_manifest(path: Path, role: str) -> dict:
-    sidecar = manifest_path_for(path)
-    try:
-        manifest = read_manifest(sidecar)
-    except ValueError as err:
-        raise SmatError(f"{sidecar} is not valid JSON: {err}") from None
-    if manifest is None:
-        raise SmatError(f"{path.name} has no manifest ({sidecar.name}): the pair cannot be verified")
-    pair = manifest.get("pair") if isinstance(manifest, dict) else None
-    if not isinstance(pair, dict) or pair.get("role") not in PAIR_ROLES:
-        raise SmatError(f"{path.name} is not part of an interactive pair (its manifest has no pair role)")
-    if pair["role"] != role:
-        raise SmatError(
-            f"{path.name} is the pair's {pair['role']}: give its encoder (or the folder with --interactive)"
-        )
-    return manifest
-
-
-def pair_role(path: str | os.PathLike[str]) -> str | None:
-    """``"encoder"``/``"decoder"`` when ``path``'s sidecar JSON says it is a half of the interactive pair, else None."""
-    try:
-        manifest = read_manifest(manifest_path_for(path))
-    except (OSError, ValueError):
-        return None
-    pair = manifest.get("pair") if isinstance(manifest, dict) else None
-    role = pair.get("role") if isinstance(pair, dict) else None
-    return role if role in PAIR_ROLES else None
-
-
-def find_pair_encoder(folder: str | os.PathLike[str], precision: str = "float32", suffix: str = ".onnx") -> Path:
-    """The encoder file of ``precision``'s pair in ``folder`` (``smat_encoder.onnx``, ``smat_encoder_fp16.onnx``...)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SmatError(f"folder not found: {folder}")
-    try:
-        name = Path(pair_file("encoder", precision)).with_suffix(suffix).name
-    except KeyError:
-        raise SmatError(f"unknown precision {precision!r}") from None
-    encoder = folder / name
-    if not encoder.is_file():
-        raise SmatError(f"{folder} has no {name}: make the pair with smat-deploy export --interactive -o {folder}")
-    return encoder
+def find_pair_encoder(folder: str | os.PathLike[str], precision: str = "float32") -> Path:
+    """The encoder ONNX file of ``precision``'s pair in ``folder`` (``smat_encoder.onnx``, ``smat_encoder_fp16.onnx``
+    ...), its pair checked (:func:`smat_deploy.pair.find_pair`)."""
+    return find_pair(folder, precision, ".onnx").encoder
 
 
 def check_pair_onnx(encoder_onnx: str | os.PathLike[str]) -> PairSources:
-    """An encoder ONNX file and the decoder its manifest names: both readable, each with its half's I/O contract,
-    naming each other, exported from the same weights, and not tuned for ONNX Runtime's CPU kernels."""
+    """An encoder ONNX file and its decoder, checked to belong together (:func:`smat_deploy.pair.find_pair`), each
+    readable with its half's I/O contract and not tuned for ONNX Runtime's CPU kernels."""
     encoder = Path(encoder_onnx)
     if not encoder.is_file():
         raise SmatError(f"ONNX file not found: {encoder}")
-    manifests = {"encoder": _pair_manifest(encoder, "encoder")}
-    decoder = encoder.parent / str(manifests["encoder"]["pair"].get("partner"))
-    if not decoder.is_file():
-        raise SmatError(f"{encoder.name}'s decoder {decoder.name} is not beside it")
-    manifests["decoder"] = _pair_manifest(decoder, "decoder")
-    if manifests["decoder"]["pair"].get("partner") != encoder.name:
-        raise SmatError(
-            f"{decoder.name} names {manifests['decoder']['pair'].get('partner')} as its encoder, not {encoder.name}"
-        )
-    keys = {role: m["pair"].get("weights_sha256") for role, m in manifests.items()}
-    if keys["encoder"] != keys["decoder"] or not keys["encoder"]:
-        raise SmatError(
-            f"{encoder.name} and {decoder.name} were exported from different weights "
-            f"(weights_sha256 {str(keys['encoder'])[:12]} vs {str(keys['decoder'])[:12]}): "
-            "export both again with smat-deploy export --interactive"
-        )
-    models = {role: _check_onnx(path, PAIR_IO[role]) for role, path in (("encoder", encoder), ("decoder", decoder))}
-    return PairSources(encoder, decoder, str(keys["encoder"]), models)
+    pair = find_pair(encoder, suffix=".onnx")
+    models = {role: _check_onnx(path, PAIR_IO[role]) for role, path in pair.items()}
+    return PairSources(pair.encoder, pair.decoder, pair.weights_sha256, models)
 
 
 def onnx_io(model: onnx.ModelProto) -> dict[str, list[dict]]:
@@ -429,7 +385,9 @@ def build_pair(
             stack.enter_context(atomic_output(outputs[role])).write_bytes(serialized[role])
     results = {}
     for role, partner in zip(PAIR_ROLES, reversed(PAIR_ROLES), strict=True):
-        manifest = _engine_manifest(outputs[role], onnx_paths[role], profile, options, trt.__version__, seconds[role])
+        manifest = _engine_manifest(
+            outputs[role], onnx_paths[role], profile, options, trt.__version__, seconds[role], role
+        )
         manifest |= {
             **onnx_io(sources.models[role]),
             "tensor_profiles": profile_record(shapes[role]),

@@ -4,7 +4,7 @@ Each variant is written to a temporary file, verified on ONNX Runtime CPU, and o
 place with its sidecar manifest, so a failed check (NaN, accuracy) leaves nothing half-made behind.
 Accuracy is measured against the float32 ONNX model and held to the variant's gate
 (:data:`smat_deploy.contract.PRECISIONS`): the ONNX Runtime CPU graph on the calibration set and the
-export's eight standard cases (seven sizes, batch 3; the export's own 1e-4), FP16 on the calibration
+export's standard cases (:func:`~smat_deploy.data.cases.standard_cases`; the export's own 1e-4), FP16 on the calibration
 set, INT8 on held-out composites and photos that the quantiser never saw.
 """
 
@@ -238,7 +238,8 @@ def _quantize_within_budget(
     calibrated = sum(CALIBRATION_PHOTO in name for name in names)
     photos = len(names) - holdout
     report.measured_on = (
-        f"{len(names)} samples: {holdout} generated composites and {photos} photo samples (5 prompt kinds each"
+        f"{len(names)} samples: {holdout} generated composites and {photos} photo samples "
+        f"({len(PROMPT_KINDS)} prompt kinds each"
         + (f"; {calibrated} of them from calibration photos, whole)" if calibrated else ")")
         + f"; sensitivities on the {min(SENSITIVITY_SAMPLES, len(names))} with the largest max |diff|"
     )
@@ -332,6 +333,7 @@ def make_variant(
             **{k: source.get(k) for k in ("inputs", "outputs", "dimensions", "source", "model_config", "versions")},
             "format": MANIFEST_FORMAT,
             "model": target.name,
+            "role": "whole",
             "sha256": sha256_of(tmp),
             "size_bytes": size_bytes,
             "precision": kind,

@@ -23,10 +23,6 @@ def _expected(specs: list[dict]) -> dict[str, tuple]:
     return {spec["name"]: tuple(spec["shape"]) for spec in specs}
 
 
-EXPECTED_INPUTS = _expected(INPUTS)
-EXPECTED_OUTPUTS = _expected(OUTPUTS)
-
-
 @dataclass(frozen=True)
 class GraphCheck:
     name: str

@@ -14,19 +14,16 @@ partner, so a runtime can refuse an encoder and a decoder exported from differen
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smat_deploy._files import atomic_output
 from smat_deploy._ort import session as ort_session
 from smat_deploy.contract import (
     EMBEDDING,
@@ -35,43 +32,19 @@ from smat_deploy.contract import (
     INPUT_NAMES,
     OUTPUT_NAMES,
     PAIR_DIMENSIONS,
-    PAIR_IO,
     PATCH_SIZE,
-    manifest_path_for,
     pair_file,
 )
 from smat_deploy.data.cases import ParityCase, standard_cases
 from smat_deploy.errors import CheckFailed
-from smat_deploy.export.graph_checks import check_graph
-from smat_deploy.export.manifest import build_manifest, write_manifest
 from smat_deploy.export.onnx_export import DEFAULT_OPSET, ExportResult, dynamic_dims, export_module
 from smat_deploy.export.parity import ParityReport
-from smat_deploy.export.tensorrt_support import check_tensorrt_support
-from smat_deploy.model import Embedding, SMat, weights_digest
+from smat_deploy.export.sequence import Graph, export_graphs
+from smat_deploy.model import SMat, weights_digest
+from smat_deploy.model.pair import first_fusion_fixed_part, pair_embedding
 
 ENCODER_NAME, DECODER_NAME = pair_file("encoder"), pair_file("decoder")
 DECODER_INPUT_NAMES = (*EMBEDDING_NAMES, *INPUT_NAMES[1:])
-
-
-def first_fusion_fixed_part(model: SMat, features: torch.Tensor, detail3: torch.Tensor) -> torch.Tensor:
-    """``fusion0``: the first fusion convolution over its prompt-independent input channels, before BatchNorm.
-
-    The first fusion block convolves ``[D3, up(features), up(similarity)]`` (192 + 384 + 1 channels).
-    A convolution is a sum over input channels, so the 576 channels that do not depend on the prompt
-    can be convolved once per photo; a click then convolves only the similarity channel and adds.
-    That moves about a quarter of a click's work into the encoder. The sum is the same in exact
-    arithmetic; in float32 it is added in another order (differences of about 1e-7 in alpha).
-    """
-    conv = model.decoder.fusion_blks[0].conv.conv
-    upsampled = F.interpolate(features, scale_factor=2.0, mode="bilinear", align_corners=False)
-    fixed = torch.cat([detail3, upsampled], dim=1)
-    return F.conv2d(fixed, conv.weight[:, : fixed.shape[1]], stride=conv.stride, padding=conv.padding)
-
-
-def pair_embedding(model: SMat, embedding: Embedding) -> tuple[torch.Tensor, ...]:
-    """The reference embedding as the exported pair carries it (:data:`~smat_deploy.contract.EMBEDDING_NAMES`)."""
-    fusion0 = first_fusion_fixed_part(model, embedding.features, embedding.detail3)
-    return embedding.features, embedding.class_token, embedding.image16, embedding.detail2, fusion0
 
 
 class GraphEncoder(nn.Module):
@@ -274,75 +247,70 @@ def export_pair(
 ) -> PairReport:
     """Write the verified encoder/decoder pair and their manifests into ``output_dir``.
 
-    Both files are made and checked under temporary names; only when both pass do they replace
-    older files, so a failure leaves the previous pair (or none) in place, never half a pair.
+    The one export sequence (:func:`smat_deploy.export.sequence.export_graphs`) makes and checks both files
+    under temporary names; only when both pass do they replace older files, so a failure leaves the previous
+    pair (or none) in place, never half a pair.
     """
-    encoder_path, decoder_path = output_dir / ENCODER_NAME, output_dir / DECODER_NAME
-    with contextlib.ExitStack() as stack:
-        encoder_tmp = stack.enter_context(atomic_output(encoder_path))
-        decoder_tmp = stack.enter_context(atomic_output(decoder_path))
-        log(f"exporting the interactive pair: {ENCODER_NAME} (once per photo) and {DECODER_NAME} (once per prompt)")
-        results = {"encoder": export_encoder(model, encoder_tmp, opset=opset)}
-        results["decoder"] = export_decoder(model, decoder_tmp, opset=opset)
-        seconds = sum(r.seconds for r in results.values())
-        log(f"exported the pair in {seconds:.1f}s")
-        checks, support = {}, {}
-        for role, tmp in (("encoder", encoder_tmp), ("decoder", decoder_tmp)):
-            graph = onnx.load(str(tmp))
-            checks[role] = [c.as_dict() for c in check_graph(graph, _layer_norms(model, role), PAIR_IO[role])]
-            if bad := [c for c in checks[role] if not c["passed"]]:
-                raise CheckFailed(
-                    f"exported {role} is not TensorRT-ready: " + "; ".join(f"{c['name']}: {c['detail']}" for c in bad)
-                )
-            support[role] = check_tensorrt_support(graph)
-        parity = None
-        if check:
-            log("checking the pair against the PyTorch reference (each half, and encoder + decoder vs the whole model)")
-            parity = run_pair_parity(encoder_tmp, decoder_tmp, model, standard_cases(), tolerance)
-            if not parity.passed:
-                worst = max(parity.rows, key=_worst_difference)
-                raise CheckFailed(
-                    f"interactive pair parity failed in case {worst['case']}: encoder {worst['encoder_rel_max']:.1e} "
-                    f"(relative), decoder {worst['decoder_max_abs']:.1e}, pair {worst['pair_max_abs']:.1e} > "
-                    f"{tolerance:g}; nothing was replaced"
-                )
-        digest = weights_digest(model)
-        manifests = {}
-        for role, tmp, partner in (("encoder", encoder_tmp, DECODER_NAME), ("decoder", decoder_tmp, ENCODER_NAME)):
-            manifest = build_manifest(
-                tmp,
-                model,
-                opset=opset,
-                checkpoint=checkpoint,
-                weights=weights,
-                export_seconds=results[role].seconds,
-                graph_checks=checks[role],
-                tensorrt_support=support[role],
-                parity=None if parity is None else parity.as_dict(),
-                role=role,
-                extra={"pair": {"role": role, "partner": partner, "weights_sha256": digest}},
+    parity: PairParity | None = None
+
+    def verify(paths: dict[str, Path]) -> dict | None:
+        nonlocal parity
+        if not check:
+            return None
+        log("checking the pair against the PyTorch reference (each half, and encoder + decoder vs the whole model)")
+        parity = run_pair_parity(paths["encoder"], paths["decoder"], model, standard_cases(), tolerance)
+        if not parity.passed:
+            worst = max(parity.rows, key=_worst_difference)
+            raise CheckFailed(
+                f"interactive pair parity failed in case {worst['case']}: encoder {worst['encoder_rel_max']:.1e} "
+                f"(relative), decoder {worst['decoder_max_abs']:.1e}, pair {worst['pair_max_abs']:.1e} > "
+                f"{tolerance:g}; nothing was replaced"
             )
-            manifest["model"] = pair_file(role)
-            manifests[role] = manifest
-    # Both files are in place; their manifests follow (each written atomically).
-    manifest_paths = tuple(
-        write_manifest(manifest_path_for(path), manifests[role])
-        for role, path in (("encoder", encoder_path), ("decoder", decoder_path))
+        return parity.as_dict()
+
+    log(f"exporting the interactive pair: {ENCODER_NAME} (once per photo) and {DECODER_NAME} (once per prompt)")
+    digest = weights_digest(model)
+    graphs = [
+        Graph(
+            role,
+            name,
+            writer,
+            _layer_norms(model, role),
+            {"pair": {"role": role, "partner": partner, "weights_sha256": digest}},
+        )
+        for role, name, writer, partner in (
+            ("encoder", ENCODER_NAME, _write_encoder, DECODER_NAME),
+            ("decoder", DECODER_NAME, _write_decoder, ENCODER_NAME),
+        )
+    ]
+    exported = export_graphs(
+        model, graphs, output_dir, checkpoint=checkpoint, weights=weights, opset=opset, verify=verify, log=log
     )
+    seconds = sum(item.result.seconds for item in exported.values())
+    log(f"exported the pair in {seconds:.1f}s")
     golden = None
     if golden_dir is not None:
         from smat_deploy.export.golden import save_pair_golden
 
         golden = save_pair_golden(golden_dir, model, standard_cases())
+    encoder, decoder = exported["encoder"], exported["decoder"]
     return PairReport(
-        encoder_path,
-        decoder_path,
-        manifest_paths,  # type: ignore[arg-type]
+        encoder.path,
+        decoder.path,
+        (encoder.manifest_path, decoder.manifest_path),
         seconds,
-        (encoder_path.stat().st_size, decoder_path.stat().st_size),
+        (encoder.path.stat().st_size, decoder.path.stat().st_size),
         parity,
         golden,
     )
+
+
+def _write_encoder(model: SMat, output: Path, opset: int) -> ExportResult:
+    return export_encoder(model, output, opset=opset)
+
+
+def _write_decoder(model: SMat, output: Path, opset: int) -> ExportResult:
+    return export_decoder(model, output, opset=opset)
 
 
 def _worst_difference(row: dict) -> float:

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from smat_deploy._files import atomic_output, sha256_of
-from smat_deploy.contract import DIMENSIONS, INPUTS, OUTPUTS, PAIR_DIMENSIONS, PAIR_IO
+from smat_deploy.contract import ROLES
 from smat_deploy.model import SMat, weights_digest
 
 MANIFEST_FORMAT = "smat-deploy/onnx-manifest/1"
@@ -53,20 +53,21 @@ def build_manifest(
     tensorrt_support: dict | None = None,
     parity: dict | None = None,
     extra: dict | None = None,
-    role: str | None = None,
+    role: str = "whole",
 ) -> dict:
-    """The sidecar of ``model_path``; ``role`` (``encoder``/``decoder``): a half of the interactive pair's I/O."""
-    inputs, outputs = PAIR_IO[role] if role else (INPUTS, OUTPUTS)
+    """The sidecar of ``model_path``, the graph of ``role`` (``whole``, or a half of the interactive pair)."""
+    contract = ROLES[role]
     return {
         "format": MANIFEST_FORMAT,
         "model": model_path.name,
+        "role": role,
         "sha256": sha256_of(model_path),
         "size_bytes": model_path.stat().st_size,
         "precision": precision,
         "opset": opset,
-        "inputs": inputs,
-        "outputs": outputs,
-        "dimensions": PAIR_DIMENSIONS if role else DIMENSIONS,
+        "inputs": list(contract.inputs),
+        "outputs": list(contract.outputs),
+        "dimensions": contract.dimensions,
         "source": {
             "checkpoint": str(checkpoint) if checkpoint else None,
             "checkpoint_sha256": sha256_of(checkpoint) if checkpoint else None,

@@ -34,31 +34,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from smat_deploy.contract import DTYPES
+
 MATRIX = "onnx-tensorrt docs/operators.md, TensorRT 10.15 (opset 9-24; the list TensorRT 11.x refers to)"
 MIN_OPSET, MAX_OPSET = 9, 24
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
-# Type names as the matrix writes them.
-_TYPE_NAMES = {
-    TensorProto.FLOAT: "FP32",
-    TensorProto.FLOAT16: "FP16",
-    TensorProto.BFLOAT16: "BF16",
-    TensorProto.DOUBLE: "DOUBLE",
-    TensorProto.INT32: "INT32",
-    TensorProto.INT64: "INT64",
-    TensorProto.INT8: "INT8",
-    TensorProto.UINT8: "UINT8",
-    TensorProto.BOOL: "BOOL",
-    TensorProto.INT4: "INT4",
-    TensorProto.FLOAT8E4M3FN: "FP8",
-    TensorProto.INT16: "INT16",
-    TensorProto.UINT16: "UINT16",
-    TensorProto.UINT32: "UINT32",
-    TensorProto.UINT64: "UINT64",
-    TensorProto.STRING: "STRING",
-}
-if hasattr(TensorProto, "FLOAT4E2M1"):
-    _TYPE_NAMES[TensorProto.FLOAT4E2M1] = "FP4"
+# Type names as the matrix writes them, by ONNX type number (the contract's one dtype table).
+_TYPE_NAMES = {int(names["onnx"]): str(names["support_matrix"]) for names in DTYPES.values()}  # type: ignore[arg-type]
 
 F = ("FP32", "FP16", "BF16")
 FI = (*F, "INT32", "INT64")

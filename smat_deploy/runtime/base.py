@@ -1,15 +1,19 @@
-"""The one interface every backend implements, checked against the SMat I/O contract.
+"""The one interface every backend implements, checked against the SMat I/O contract, for every graph of it.
 
-A backend gets inputs that are already in the contract's form (float32, ``image [B,3,H,W]``,
-``prompt [B,1,H,W]``, ``state [B,1]``, contiguous), either all numpy arrays or all torch tensors on
-one device, and returns ``alpha [B,1,H,W]`` as whichever of the two it naturally produces; the
-:class:`~smat_deploy.runtime.Runtime` wrapper does the conversions on both sides.
+An opened backend runs one graph of the contract, its *role* (:data:`smat_deploy.contract.ROLES`): the whole
+model (``image, prompt, state -> alpha``), the interactive pair's encoder (``image -> embedding``) or its
+decoder (``embedding, prompt, state -> alpha``). :meth:`Backend.infer` takes the role's inputs by name, already
+in the contract's form (float32, contiguous; numpy arrays, torch tensors on one device, or what the same
+backend's encoder returned), and returns its outputs by name as whatever the runtime naturally produces; an
+encoder's outputs stay on the device that made them. :meth:`Backend.run` is the whole model's call.
+:class:`~smat_deploy.runtime.Runtime` (the whole model) and :class:`~smat_deploy.runtime.Predictor` (the pair)
+do the conversions on both sides.
 
 A backend is one file with one :class:`Backend` subclass that declares what it is (name, file
 types, devices, options, the Triton platform it maps to) plus one line in
-:mod:`smat_deploy.runtime.registry`. Its module must import without its optional package: the
-package is imported when the backend opens an engine, and :meth:`Backend.unavailable_reason` says in
-one line why it cannot run here. Nothing in this module imports PyTorch.
+:mod:`smat_deploy.runtime.registry`; that gives both ``Runtime`` and ``Predictor``. Its module must import
+without its optional package: the package is imported when the backend opens an engine, and
+:meth:`Backend.unavailable_reason` says in one line why it cannot run here. Nothing in this module imports PyTorch.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from smat_deploy.contract import (
     CONTRACT_INPUTS,
     CONTRACT_OUTPUTS,
     MIN_SIDE,
+    ROLES,
     TensorSpec,
     canonical_precision,
     contract_problems,
     manifest_path_for,
+    manifest_role,
     read_manifest,
 )
 from smat_deploy.errors import SmatError
@@ -39,20 +45,30 @@ from smat_deploy.runtime.memory import CONSERVATIVE, PAIR_PROFILES, PROFILES, Me
 Array = Any
 
 
-def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], source: str) -> None:
-    """Raise one :class:`SmatError` naming every way ``source`` differs from ``image, prompt, state -> alpha``."""
-    if problems := contract_problems(inputs, outputs):
-        raise SmatError(
-            f"{source} does not match the SMat contract (image, prompt, state -> alpha): " + "; ".join(problems)
-        )
+def check_contract(
+    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], source: str, role: str = "whole"
+) -> None:
+    """Raise one :class:`SmatError` naming every way ``source`` differs from ``role``'s graph of the contract."""
+    if problems := contract_problems(inputs, outputs, role):
+        what = "the SMat contract" if role == "whole" else f"the SMat contract's {role}"
+        raise SmatError(f"{source} does not match {what} ({ROLES[role].meaning}): " + "; ".join(problems))
 
 
-def profile_for_onnx(path: Path, runtime: str, pair: bool = False) -> MemoryProfile:
+def file_role(path: str | os.PathLike[str]) -> str | None:
+    """The role a model file's manifest gives it (``whole``, ``encoder``, ``decoder``), or None without one."""
+    try:
+        manifest = read_manifest(manifest_path_for(path))
+    except (OSError, ValueError):
+        return None
+    return manifest_role(manifest) if isinstance(manifest, dict) else None
+
+
+def profile_for_onnx(path: Path, runtime: str, role: str = "whole") -> MemoryProfile:
     """The memory profile of ``runtime`` (``onnxruntime``) on an ONNX file: fused attention or not, float32 or not.
 
     Only the calibrated cases get their own profile (float32 files; the CPU graphs, whose attention is one
-    ``com.microsoft.MultiHeadAttention`` per block); other precisions get the conservative one. ``pair``: the
-    file is the interactive pair's encoder (the pair's profiles).
+    ``com.microsoft.MultiHeadAttention`` per block); other precisions get the conservative one. A half of the
+    interactive pair (``role`` ``encoder`` or ``decoder``) gets the pair's profiles.
     """
     import onnx
 
@@ -64,7 +80,7 @@ def profile_for_onnx(path: Path, runtime: str, pair: bool = False) -> MemoryProf
     fused = any(node.op_type == "MultiHeadAttention" for node in model.graph.node)
     if precision not in ("float32", "float32_cpu", "int8_cpu", "int8"):
         return CONSERVATIVE
-    return (PAIR_PROFILES if pair else PROFILES)[f"{runtime}-fused" if fused else runtime]
+    return (PROFILES if role == "whole" else PAIR_PROFILES)[f"{runtime}-fused" if fused else runtime]
 
 
 def is_installed(package: str) -> bool:
@@ -105,9 +121,10 @@ def _range(low: int, high: int | None) -> str:
     return f">= {low}" if high is None else (f"exactly {low}" if low == high else f"{low}..{high}")
 
 
-def static_limits(inputs: Sequence[TensorSpec]) -> Limits:
-    """Limits implied by a model file's declared image shape: fixed sizes pin a dimension, names leave it free."""
-    image = next(spec for spec in inputs if spec.name == "image")
+def static_limits(inputs: Sequence[TensorSpec], role: str = "whole") -> Limits:
+    """Limits implied by a model file's declared photo-sized input (``image``; the decoder's ``prompt``): fixed
+    sizes pin a dimension, names leave it free."""
+    image = next(spec for spec in inputs if spec.name == ROLES[role].sized)
 
     def bound(dim: int | str | None, low: int) -> tuple[int, int | None]:
         return (dim, dim) if isinstance(dim, int) else (low, None)
@@ -190,6 +207,11 @@ class Backend(ABC):
     details: dict = field(default_factory=dict)
     #: How this runtime spends memory on SMat (:mod:`smat_deploy.runtime.memory`); chosen when the engine opens.
     memory_profile: MemoryProfile = CONSERVATIVE
+    #: The graph of the contract it runs: ``whole``, ``encoder`` or ``decoder``.
+    role: str = "whole"
+    #: What the runtime computes in when that is below the file's precision (OpenVINO's ``bf16``/``f16``
+    #: inference precision on a float32 file); None when it computes in the file's precision.
+    compute_precision: str | None = None
 
     @classmethod
     def accepts(cls, engine: object) -> bool:
@@ -208,22 +230,36 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def open(cls, engine: object, *, device: str, **options: Any) -> Backend:
-        """Load ``engine`` on ``device`` with this backend's ``options`` and check it against the contract."""
+    def open(cls, engine: object, *, device: str, role: str = "whole", **options: Any) -> Backend:
+        """Load ``engine`` as ``role``'s graph on ``device`` with this backend's ``options``; check it against the
+        contract."""
+
+    @classmethod
+    def open_pair(cls, encoder: object, decoder: object, *, device: str, **options: Any) -> tuple[Backend, Backend]:
+        """The interactive pair: its encoder and its decoder, each opened as its role (a backend that can share
+        work between the two, such as the torch engine's one model, overrides it)."""
+        return (
+            cls.open(encoder, device=device, role="encoder", **options),
+            cls.open(decoder, device=device, role="decoder", **options),
+        )
 
     @abstractmethod
-    def run(self, image: Array, prompt: Array, state: Array) -> Array:
-        """Contract-shaped inputs (all numpy, or all torch on one device) -> ``alpha [B,1,H,W]``.
+    def infer(self, feed: Mapping[str, Array]) -> dict[str, Array]:
+        """The role's inputs by name -> its outputs by name (see the module's text).
 
         Must be safe to call from several threads at once.
         """
 
+    def run(self, image: Array, prompt: Array, state: Array) -> Array:
+        """The whole model: contract-shaped inputs (all numpy, or all torch on one device) -> ``alpha [B,1,H,W]``."""
+        return self.infer({"image": image, "prompt": prompt, "state": state})["alpha"]
+
     def estimate_memory(self, batch: int, height: int, width: int) -> MemoryEstimate:
-        """The predicted peak working memory of one call on ``batch x height x width`` inputs (MB).
+        """The predicted peak working memory of one call of this role on ``batch x height x width`` photos (MB).
 
         From :attr:`memory_profile` by default; a backend that can ask its engine (TensorRT) overrides it.
         """
-        return self.memory_profile.estimate(batch, height, width)
+        return self.memory_profile.estimate(batch, height, width, self.role)
 
     def raw_call(self) -> Callable[[dict], object] | None:
         """The engine's own call on a numpy feed, without this wrapper (bench times the wrapper against it)."""

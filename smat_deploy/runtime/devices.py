@@ -125,6 +125,18 @@ def as_torch(array: Any) -> Any:
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
+def to_host(array: Any) -> Any:
+    """Any array a backend hands back or takes, as a contiguous numpy array on the host: numpy as it is (a copy
+    only when not contiguous), a torch tensor from its device, an ONNX Runtime ``OrtValue`` from its device."""
+    import numpy as np
+
+    if is_tensor(array):
+        return array.detach().cpu().numpy()
+    if type(array).__name__ == "OrtValue":
+        return array.numpy()
+    return np.ascontiguousarray(array)
+
+
 def is_tensor(value: object) -> bool:
     """Whether ``value`` is a torch tensor, without importing torch (a tensor means torch is loaded)."""
     torch = sys.modules.get("torch")

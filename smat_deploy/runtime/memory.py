@@ -227,6 +227,14 @@ PAIR_PROFILES: dict[str, MemoryProfile] = {
             measured="ONNX Runtime (CPU, arena on) on smat_encoder_cpu.onnx + smat_decoder_cpu.onnx",
         ),
         MemoryProfile(
+            "openvino",
+            attention_buffers=0.0,
+            backbone_channels=92.0,
+            decoder_channels=200.0,
+            fixed_mb=40.0,
+            measured="OpenVINO 2026 (CPU) on smat_encoder.onnx + smat_decoder.onnx",
+        ),
+        MemoryProfile(
             "torch",
             attention_buffers=0.0,
             backbone_channels=40.0,

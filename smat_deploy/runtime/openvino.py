@@ -1,10 +1,13 @@
-"""OpenVINO backend: an exported ``.onnx`` run by Intel's OpenVINO on the CPU.
+"""OpenVINO backend: an exported ``.onnx`` run by Intel's OpenVINO on the CPU, in any role: the whole model, or
+the interactive pair's encoder or decoder.
 
 OpenVINO reads the ONNX file directly (no conversion step, no extra artifact), with its dynamic
-batch and image sizes. Inference runs in float32 by default (``inference_precision=f32``): on CPUs
-with AMX or AVX-512 BF16, OpenVINO's own default would be bfloat16, which is a different
-precision from the file's. Each calling thread gets its own infer request (requests are not
-thread-safe; the compiled model is). ``openvino`` is imported when an engine is opened.
+batch and image sizes. It compiles for the device asked: ``auto`` and ``cpu`` are OpenVINO's CPU plugin;
+a CUDA device is refused in one line (OpenVINO's GPU plugin drives Intel GPUs, not NVIDIA ones).
+Inference runs in float32 by default (``inference_precision=f32``): on CPUs with AMX or AVX-512 BF16,
+OpenVINO's own default would be bfloat16, which is a different precision from the file's. Each calling
+thread gets its own infer request (requests are not thread-safe; the compiled model is). ``openvino`` is
+imported when an engine is opened.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from smat_deploy.contract import TensorSpec
+from smat_deploy.contract import ROLES, TensorSpec, dtype_name
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.base import (
     THREADS,
@@ -29,29 +32,17 @@ from smat_deploy.runtime.base import (
     sidecar_precision,
     static_limits,
 )
-from smat_deploy.runtime.devices import is_tensor
-from smat_deploy.runtime.memory import PROFILES
+from smat_deploy.runtime.devices import parse_device, to_host
+from smat_deploy.runtime.memory import PAIR_PROFILES, PROFILES
 from smat_deploy.runtime.onnxrt import check_onnx_file
 
-_DTYPES = {
-    "f32": "float32",
-    "f16": "float16",
-    "bf16": "bfloat16",
-    "f64": "float64",
-    "i8": "int8",
-    "u8": "uint8",
-    "i32": "int32",
-    "i64": "int64",
-    "boolean": "bool",
-}
 _PRECISION_HINTS = ("f32", "bf16", "f16")
 _PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 
 
 def _spec(port: Any) -> TensorSpec:
     shape = tuple(dim.get_length() if dim.is_static else None for dim in port.get_partial_shape())
-    dtype = port.get_element_type().get_type_name()
-    return TensorSpec(port.get_any_name(), _DTYPES.get(dtype, dtype), shape)
+    return TensorSpec(port.get_any_name(), dtype_name("openvino", port.get_element_type().get_type_name()), shape)
 
 
 class OpenVinoBackend(Backend):
@@ -85,12 +76,17 @@ class OpenVinoBackend(Backend):
         engine: object,
         *,
         device: str = "auto",
+        role: str = "whole",
         threads: int | None = None,
         inference_precision: str | None = None,
         hint: str | None = None,
     ) -> OpenVinoBackend:
         import openvino as ov
 
+        if parse_device(device).kind not in ("auto", "cpu"):
+            raise SmatError(
+                f"OpenVINO runs here on the CPU, not {device}: its GPU plugin drives Intel GPUs; use device='cpu'"
+            )
         path = Path(os.fspath(engine))  # type: ignore[arg-type]
         if not path.is_file():
             raise SmatError(f"ONNX model not found: {path}")
@@ -117,7 +113,7 @@ class OpenVinoBackend(Backend):
         # (a no-op Cast's output, an Identity's input), and get_any_name() may pick one of those.
         inputs = tuple(_spec(port) for port in model.inputs)
         outputs = tuple(_spec(port) for port in model.outputs)
-        check_contract(inputs, outputs, str(path))
+        check_contract(inputs, outputs, str(path), role)
         backend = cls(
             source=str(path),
             precision=precision,
@@ -125,14 +121,16 @@ class OpenVinoBackend(Backend):
             providers=[f"openvino-{ov.get_version().split('-')[0]}-CPU"],
             inputs=inputs,
             outputs=outputs,
-            limits=static_limits(inputs),
+            limits=static_limits(inputs, role),
             details={
                 "manifest": str(manifest) if manifest else None,
                 "threads": threads,
                 "inference_precision": inference_precision,
                 "hint": hint,
             },
-            memory_profile=PROFILES["openvino"],
+            memory_profile=PROFILES["openvino"] if role == "whole" else PAIR_PROFILES["openvino"],
+            role=role,
+            compute_precision=None if inference_precision == "f32" else inference_precision,
         )
         backend.compiled = compiled
         backend._local = threading.local()
@@ -144,18 +142,14 @@ class OpenVinoBackend(Backend):
             local.request = self.compiled.create_infer_request()
         return local.request
 
-    def run(self, image: Array, prompt: Array, state: Array) -> np.ndarray:
-        feed = {name: _host(array) for name, array in (("image", image), ("prompt", prompt), ("state", state))}
-        return self._infer(feed)
+    def infer(self, feed: Mapping[str, Array]) -> dict[str, Array]:
+        return self._infer({name: to_host(array) for name, array in feed.items()})
 
-    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = self._request()
-        request.infer(feed)
-        return np.array(request.get_tensor("alpha").data, copy=True)  # the request reuses its output buffer
+        request.infer(dict(feed))
+        # The request reuses its output buffers: each output is copied out.
+        return {name: np.array(request.get_tensor(name).data, copy=True) for name in ROLES[self.role].output_names}
 
     def raw_call(self) -> Callable[[dict], object]:
-        return self._infer
-
-
-def _host(array: Array) -> np.ndarray:
-    return array.detach().cpu().numpy() if is_tensor(array) else np.ascontiguousarray(array)
+        return lambda feed: self._infer(feed)["alpha"]

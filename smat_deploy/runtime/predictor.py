@@ -1,17 +1,22 @@
 """Interactive matting: embed a photo once, answer every prompt from the embedding (:class:`Predictor`).
 
 SMat's backbone and ConvStream never see the prompt, so a click only needs the decoder: the
-candidate token, the prompt cross-attention, the similarity map and the fusion stages. Two engines
-do the work:
+candidate token, the prompt cross-attention, the similarity map and the fusion stages. A predictor is
+two engines of one backend from the registry (:mod:`smat_deploy.runtime.registry`), the pair's encoder
+and its decoder, each opened as its role of the contract:
 
-- ONNX Runtime on the exported pair (``smat-deploy export --interactive``): ``smat_encoder.onnx``
-  and ``smat_decoder.onnx`` (or a precision's pair, such as ``smat_encoder_cpu.onnx``). Their
-  manifests must name each other and carry the same ``weights_sha256``; no PyTorch is needed.
-- PyTorch on the reference model (``"torch"``, a checkpoint, or an ``SMat`` module):
-  :meth:`SMat.embed` and :meth:`SMat.decode`, which equal the whole forward exactly.
+- the exported pair (``smat-deploy export --interactive``: ``smat_encoder.onnx`` and ``smat_decoder.onnx``,
+  or a precision's pair such as ``smat_encoder_cpu.onnx``) on ONNX Runtime (the default for ``.onnx``) or
+  OpenVINO, or its TensorRT engines (``smat-deploy build --interactive``: ``smat_encoder.plan`` and
+  ``smat_decoder.plan``); the pair is found and checked by :func:`smat_deploy.pair.find_pair` (manifests
+  naming each other, the same weights, one precision, the roles' I/O). No PyTorch is needed but for TensorRT;
+- the PyTorch reference (``"torch"``, a checkpoint, or an ``SMat`` module): :meth:`SMat.embed` and
+  :meth:`SMat.decode`, which equal the whole forward exactly.
 
-Embeddings stay where they were made (numpy on the CPU, torch tensors on their device, ONNX
-Runtime values on the GPU), are never modified, and may be used from several threads at once.
+A backend added to the registry serves ``Predictor`` as it serves ``Runtime``. Embeddings stay where
+they were made (numpy on the CPU, torch tensors or ONNX Runtime values on their GPU), are never
+modified, and may be used from several threads at once; another predictor (other weights, another
+backend or precision) refuses them.
 """
 
 from __future__ import annotations
@@ -25,12 +30,26 @@ from typing import Any
 
 import numpy as np
 
-from smat_deploy.contract import EMBEDDING_NAMES, canonical_precision, padded_grid, pair_file, read_manifest
+from smat_deploy.contract import dtype_name, padded_grid
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime.devices import is_tensor, parse_device
+from smat_deploy.pair import find_pair
+from smat_deploy.runtime.base import Backend
+from smat_deploy.runtime.devices import is_tensor, parse_device, to_host
 from smat_deploy.runtime.inputs import prepare_image, prepare_prompt_for, prepare_state, restore
-from smat_deploy.runtime.memory import PAIR_PROFILES, MemoryEstimate, MemoryProfile, pair_estimate
-from smat_deploy.runtime.sizing import Budget, MemoryGate, Rescale, SizePlan, SizePolicy, Sizing, resolve_budget
+from smat_deploy.runtime.memory import MemoryEstimate, pair_estimate
+from smat_deploy.runtime.registry import backend_class, backend_for
+from smat_deploy.runtime.sizing import (
+    Budget,
+    MemoryGate,
+    Rescale,
+    SizePlan,
+    SizePolicy,
+    Sizing,
+    is_allocation_failure,
+    out_of_memory,
+    resolve_budget,
+)
+from smat_deploy.runtime.wrapper import as_size_policy, check_device, check_options
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +69,7 @@ class PhotoEmbedding:
     height: int
     width: int
     device: str
-    #: Identifies the weights (and engine) that made it: only a predictor with the same key decodes it.
+    #: Identifies the weights, backend and precision that made it: only a predictor with the same key decodes it.
     model_key: str
     #: The caller gave one ``HxWx3`` photo: alphas come back as ``HxW``.
     single: bool = False
@@ -77,216 +96,93 @@ class PhotoEmbedding:
         )
 
 
-class _Engine:
-    """What :class:`Predictor` needs of an engine: embed a contract image, decode a contract prompt."""
-
-    backend: str
-    precision: str
-    device: str
-    model_key: str
-    source: str
-    details: dict
-    memory_profile: MemoryProfile
-
-    def embed(self, image: Any) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def decode(self, tensors: Mapping[str, Any], prompt: Any, state: Any) -> Any:
-        raise NotImplementedError
-
-
-class _OrtPair(_Engine):
-    backend = "onnxruntime"
-
-    def __init__(
-        self, encoder: Path, decoder: Path, device: str, threads: int | None, release_memory: bool = True
-    ) -> None:
-        import onnxruntime as ort
-
-        from smat_deploy._ort import session_options
-        from smat_deploy.runtime.base import profile_for_onnx
-        from smat_deploy.runtime.onnxrt import resolve_providers
-
-        manifests = {role: _pair_manifest(path, role) for role, path in (("encoder", encoder), ("decoder", decoder))}
-        keys = {role: m["pair"].get("weights_sha256") for role, m in manifests.items()}
-        if keys["encoder"] != keys["decoder"] or not keys["encoder"]:
-            raise SmatError(
-                f"{encoder.name} and {decoder.name} were exported from different weights "
-                f"(weights_sha256 {str(keys['encoder'])[:12]} vs {str(keys['decoder'])[:12]}): "
-                "export both again with smat-deploy export --interactive"
-            )
-        precisions = {canonical_precision(str(m.get("precision", "float32"))) for m in manifests.values()}
-        self.precision = "+".join(sorted(precisions))
-        requested, required, _ = resolve_providers(device, None)
-        sessions = {}
-        for role, path in (("encoder", encoder), ("decoder", decoder)):
-            options = session_options(manifests[role].get("precision"), threads)
-            try:
-                sessions[role] = ort.InferenceSession(str(path), options, providers=requested)
-            except Exception as err:  # ORT raises its own exception types for unreadable or invalid models
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise SmatError(f"ONNX Runtime cannot load {path}: {first}") from None
-            if missing := [p for p in required if p not in sessions[role].get_providers()]:
-                raise SmatError(
-                    f"{', '.join(missing)} was requested but did not load for {path.name}; use device='cpu'"
-                )
-        self.encoder, self.decoder = sessions["encoder"], sessions["decoder"]
-        _check_io(self.encoder, ["image"], list(EMBEDDING_NAMES), encoder)
-        _check_io(self.decoder, [*EMBEDDING_NAMES, "prompt", "state"], ["alpha"], decoder)
-        active = self.encoder.get_providers()
-        self.cuda_index = None
-        if "CUDAExecutionProvider" in active:
-            options = self.encoder.get_provider_options().get("CUDAExecutionProvider", {})
-            self.cuda_index = int(options.get("device_id", 0))
-        self.device = "cpu" if self.cuda_index is None else f"cuda:{self.cuda_index}"
-        # The encoder's working memory (attention matrices: GBs at 1560x1040) is held by ONNX Runtime's arena
-        # between calls unless it is shrunk after each run; a click never needs it.
-        self.encoder_run = ort.RunOptions()
-        if release_memory:
-            arena = "cpu:0" if self.cuda_index is None else f"cpu:0;gpu:{self.cuda_index}"
-            self.encoder_run.add_run_config_entry("memory.enable_memory_arena_shrinkage", arena)
-        self.model_key = f"{keys['encoder']}:onnxruntime:{self.precision}"
-        self.memory_profile = profile_for_onnx(encoder, "onnxruntime", pair=True)
-        self.source = str(encoder.parent)
-        self.details = {
-            "encoder": str(encoder),
-            "decoder": str(decoder),
-            "providers": active,
-            "threads": threads,
-            "release_memory": release_memory,
-        }
-
-    def embed(self, image: Any) -> dict[str, Any]:
-        if self.cuda_index is None:
-            return dict(
-                zip(EMBEDDING_NAMES, self.encoder.run(list(EMBEDDING_NAMES), {"image": _host(image)}), strict=True)
-            )
-        # On the GPU the embedding stays there: ONNX Runtime allocates it on the device and keeps it as OrtValues.
-        binding = self.encoder.io_binding()
-        binding.bind_cpu_input("image", _host(image))
-        for name in EMBEDDING_NAMES:
-            binding.bind_output(name, "cuda", self.cuda_index)
-        self.encoder.run_with_iobinding(binding, self.encoder_run)
-        return dict(zip(EMBEDDING_NAMES, binding.get_outputs(), strict=True))
-
-    def decode(self, tensors: Mapping[str, Any], prompt: Any, state: Any) -> Any:
-        if self.cuda_index is None:
-            feed = {name: tensors[name] for name in EMBEDDING_NAMES} | {"prompt": _host(prompt), "state": _host(state)}
-            return self.decoder.run(["alpha"], feed)[0]
-        binding = self.decoder.io_binding()
-        for name in EMBEDDING_NAMES:
-            binding.bind_ortvalue_input(name, tensors[name])
-        binding.bind_cpu_input("prompt", _host(prompt))
-        binding.bind_cpu_input("state", _host(state))
-        binding.bind_output("alpha", "cpu")
-        self.decoder.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
-
-
-class _TorchPair(_Engine):
-    backend = "torch"
-
-    def __init__(self, source: object, device: str, threads: int | None, seed: int) -> None:
-        import torch
-
-        from smat_deploy.model import SMat, describe_weights, load_model, weights_digest
-        from smat_deploy.runtime.devices import torch_device
-
-        target = torch_device(device)
-        if threads:
-            torch.set_num_threads(threads)
-        if isinstance(source, SMat):
-            model, weights, self.source = source, "the given SMat module", "SMat module"
-        else:
-            checkpoint = None if source == "torch" else os.fspath(source)  # type: ignore[arg-type]
-            model = load_model(checkpoint, seed=seed)
-            weights, self.source = describe_weights(checkpoint, seed), str(source)
-        self.model = model.to(target).eval()
-        self.device = str(target)
-        self.precision = str(next(self.model.parameters()).dtype).removeprefix("torch.")
-        self.model_key = f"{weights_digest(self.model)}:torch:{self.precision}"
-        self.memory_profile = PAIR_PROFILES["torch"]
-        self.details = {"weights": weights, "threads": torch.get_num_threads()}
-
-    def embed(self, image: Any) -> dict[str, Any]:
-        import torch
-
-        image = _torch_on(image, self.device)
-        from smat_deploy.model import Embedding
-
-        with torch.inference_mode():
-            embedding = self.model.embed(image)
-        return dict(zip(Embedding.TENSORS, embedding.tensors(), strict=True))
-
-    def decode(self, tensors: Mapping[str, Any], prompt: Any, state: Any) -> Any:
-        import torch
-
-        from smat_deploy.model import Embedding
-
-        prompt, state = _torch_on(prompt, self.device), _torch_on(state, self.device)
-        height, width = prompt.shape[-2:]
-        embedding = Embedding(**{name: tensors[name] for name in Embedding.TENSORS}, height=height, width=width)
-        with torch.inference_mode():
-            return self.model.decode(embedding, prompt, state)
+def _is_torch_source(source: object) -> bool:
+    smat = sys.modules.get("smat_deploy.model.smat")
+    if source == "torch" or (smat is not None and isinstance(source, smat.SMat)):
+        return True
+    return isinstance(source, str | os.PathLike) and Path(source).suffix.lower() in (".pth", ".pt")
 
 
 class Predictor:
     """Embed once, predict per prompt::
 
-        predictor = Predictor.open("export/")            # the pair from `smat-deploy export --interactive`
+        predictor = Predictor.open("export/")                      # the pair from `smat-deploy export --interactive`
+        predictor = Predictor.open("export/", backend="openvino")  # the same files on OpenVINO
         embedding = predictor.embed(image)               # HxWx3 uint8/float, or Bx3xHxW; numpy or torch
         alpha = predictor.predict(embedding, prompt)     # what Runtime returns for the same inputs
 
     ``source``: a folder holding the pair (``precision`` picks the files: ``float32`` is
-    ``smat_encoder.onnx`` + ``smat_decoder.onnx``, ``cpu`` the ``_cpu`` pair, ...), a pair's encoder
-    file, ``"torch"`` (the built-in weights), a ``.pth``/``.pt`` checkpoint or an ``SMat`` module.
-    ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``release_memory`` (ONNX Runtime): give the
-    encoder's working memory back after each :meth:`embed` (about half the peak, and nothing held between
-    clicks, for about 20 % more embed time at 768x1024); False keeps ONNX Runtime's arena.
-    ``size_policy``: as for :meth:`Runtime.open <smat_deploy.runtime.Runtime.open>` (None: every photo is
-    embedded at its own size); with one, a photo too large for the budget is embedded scaled down and every
-    alpha comes back at the photo's size by guided upsampling. Safe to use from several threads at once.
+    ``smat_encoder.onnx`` + ``smat_decoder.onnx``, ``cpu`` the ``_cpu`` pair, ...; the ``.plan`` pair of
+    ``build --interactive`` the same way), a pair's encoder file, ``"torch"`` (the built-in weights), a
+    ``.pth``/``.pt`` checkpoint or an ``SMat`` module. ``backend``: any registered backend that opens the
+    files (default: by file type, ``.onnx`` -> ONNX Runtime, ``.plan`` -> TensorRT). ``device``: ``auto``,
+    ``cpu``, ``cuda`` or ``cuda:N``. ``backend_options``: what the backend declares (``threads``,
+    ``providers``, OpenVINO's ``hint``, the torch engine's ``seed``). ``size_policy``: as for
+    :meth:`Runtime.open <smat_deploy.runtime.Runtime.open>` (None: every photo is embedded at its own size);
+    with one, a photo too large for the budget is embedded scaled down and every alpha comes back at the
+    photo's size by guided upsampling. Safe to use from several threads at once.
     """
 
-    def __init__(self, engine: _Engine, sizing: Sizing | None = None) -> None:
-        self.engine = engine
+    def __init__(
+        self, encoder: Backend, decoder: Backend, weights_sha256: str, source: str, sizing: Sizing | None = None
+    ) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self.weights_sha256 = weights_sha256
+        self.source = source
         self.sizing = sizing
+        self.model_key = f"{weights_sha256}:{encoder.name}:{encoder.precision}"
 
     @classmethod
     def open(
         cls,
         source: object,
+        backend: str | None = None,
         device: str = "auto",
         *,
-        precision: str = "float32",
-        threads: int | None = None,
-        seed: int = 0,
-        release_memory: bool = True,
+        precision: str | None = None,
         size_policy: SizePolicy | str | bool | None = None,
         reserved_mb: float = 0.0,
+        **backend_options: Any,
     ) -> Predictor:
-        from smat_deploy.runtime.wrapper import as_size_policy
-
         parse_device(device)
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise SmatError(f"threads must be a positive integer, got {threads!r}")
         policy = as_size_policy(size_policy)
-        torch_module = sys.modules.get("smat_deploy.model.smat")
-        if source == "torch" or (torch_module is not None and isinstance(source, torch_module.SMat)):
-            engine: _Engine = _TorchPair(source, device, threads, seed)
-        elif not isinstance(source, str | os.PathLike):
-            raise SmatError(f"Predictor source must be a folder, a file or 'torch', got {type(source).__name__}")
-        elif Path(source).suffix.lower() in (".pth", ".pt"):
-            if not Path(source).is_file():
+        if _is_torch_source(source):
+            chosen = backend_class(backend or "torch")
+            if chosen.name != "torch":
+                raise SmatError(
+                    f"{_describe(source)} is the PyTorch reference: it runs on backend torch, not {backend}"
+                )
+            if isinstance(source, str | os.PathLike) and source != "torch" and not Path(source).is_file():
                 raise SmatError(f"checkpoint not found: {source}")
-            engine = _TorchPair(Path(source), device, threads, seed)
+            encoder, decoder = cls._open_pair(chosen, source, source, device, backend_options)
+            from smat_deploy.model import weights_digest
+
+            weights, where = weights_digest(encoder.model), encoder.source  # type: ignore[attr-defined]
         else:
-            encoder, decoder = _pair_paths(Path(source), precision)
-            engine = _OrtPair(encoder, decoder, device, threads, release_memory)
-        predictor = cls(engine)
+            if not isinstance(source, str | os.PathLike):
+                raise SmatError(f"Predictor source must be a folder, a file or 'torch', got {type(source).__name__}")
+            suffix = None if backend is None else _suffix_of(backend)
+            if backend is not None:  # a bad option or device is refused before any file is read
+                check_options(backend_class(backend), backend_options)
+                check_device(backend_class(backend), device)
+            pair = find_pair(source, precision, suffix)
+            chosen = backend_for(pair.encoder, backend)
+            encoder, decoder = cls._open_pair(chosen, pair.encoder, pair.decoder, device, backend_options)
+            weights, where = pair.weights_sha256, str(pair.folder)
+        predictor = cls(encoder, decoder, weights, where)
         if policy is not None:
-            predictor.use_size_policy(policy, resolve_budget(policy, engine.device, reserved_mb))
+            predictor.use_size_policy(policy, resolve_budget(policy, encoder.device, reserved_mb))
         return predictor
+
+    @staticmethod
+    def _open_pair(
+        chosen: type[Backend], encoder: object, decoder: object, device: str, backend_options: dict
+    ) -> tuple[Backend, Backend]:
+        options = check_options(chosen, backend_options)
+        check_device(chosen, device)
+        if (reason := chosen.unavailable_reason()) is not None:
+            raise SmatError(reason)
+        return chosen.open_pair(encoder, decoder, device=device, **options)
 
     def use_size_policy(
         self, policy: SizePolicy | None, budget: Budget | None = None, gate: MemoryGate | None = None
@@ -296,25 +192,25 @@ class Predictor:
         if policy is None:
             self.sizing = None
             return
-        profile = self.engine.memory_profile
+        profile = self.encoder.memory_profile
 
         def estimate(batch: int, height: int, width: int) -> MemoryEstimate:
             return pair_estimate(profile, batch, height, width)
 
-        budget = budget if budget is not None else resolve_budget(policy, self.engine.device)
+        budget = budget if budget is not None else resolve_budget(policy, self.encoder.device)
         self.sizing = Sizing(policy, budget, estimate, gate=gate)  # type: ignore[arg-type]
 
     @property
     def backend(self) -> str:
-        return self.engine.backend
+        return self.encoder.name
 
     @property
     def device(self) -> str:
-        return self.engine.device
+        return self.encoder.device
 
     @property
     def precision(self) -> str:
-        return self.engine.precision
+        return self.encoder.precision
 
     def plan(self, batch: int, height: int, width: int) -> SizePlan | None:
         """How a ``batch x height x width`` photo would be embedded under the size policy (None: no policy)."""
@@ -327,7 +223,7 @@ class Predictor:
         batch, _, height, width = (int(d) for d in batch_image.shape)
         rescale = None
         if self.sizing is None:
-            tensors = self.engine.embed(batch_image)
+            tensors = self._call(self.encoder, {"image": batch_image})
         else:
             plan = self.sizing.plan(batch, height, width)
             if self.sizing.chunk(plan) < batch:
@@ -337,18 +233,18 @@ class Predictor:
                 )
             with self.sizing.gate.reserve(plan.predicted_mb):
                 if plan.scaled:  # scaled on the host; a full-size photo stays where the caller put it
-                    rescale = Rescale(plan, _host(batch_image)).prepare()  # the guide once, not per click
-                    tensors = self.engine.embed(rescale.image)
+                    rescale = Rescale(plan, to_host(batch_image)).prepare()  # the guide once, not per click
+                    tensors = self._call(self.encoder, {"image": rescale.image})
                 else:
-                    tensors = self.engine.embed(batch_image)
+                    tensors = self._call(self.encoder, {"image": batch_image})
         run_height, run_width = (height, width) if rescale is None else rescale.image.shape[2:]
         return PhotoEmbedding(
             tensors=tensors,
             batch=batch,
             height=height,
             width=width,
-            device=self.engine.device,
-            model_key=self.engine.model_key,
+            device=self.encoder.device,
+            model_key=self.model_key,
             single=single,
             caller_device=caller_device,
             nbytes=sum(_nbytes(t) for t in tensors.values()) + (0 if rescale is None else rescale.nbytes),
@@ -365,8 +261,8 @@ class Predictor:
         """
         if not isinstance(embedding, PhotoEmbedding):
             raise SmatError(f"predict needs a PhotoEmbedding from Predictor.embed, got {type(embedding).__name__}")
-        if embedding.model_key != self.engine.model_key:
-            theirs, ours = embedding.model_key, self.engine.model_key
+        if embedding.model_key != self.model_key:
+            theirs, ours = embedding.model_key, self.model_key
             raise SmatError(
                 f"this embedding was made by another model or engine ({theirs.split(':', 1)[1]}, weights "
                 f"{theirs[:12]}), not by this predictor ({ours.split(':', 1)[1]}, weights {ours[:12]}): "
@@ -378,11 +274,25 @@ class Predictor:
         batch_prompt = prepare_prompt_for(prompt, shape, like)
         batch_state = prepare_state(state, batch_prompt)
         if rescale is None:
-            alpha = self.engine.decode(embedding.tensors, batch_prompt, batch_state)
+            alpha = self._call(self.decoder, {**embedding.tensors, "prompt": batch_prompt, "state": batch_state})
         else:
-            small = self.engine.decode(embedding.tensors, rescale.prompt(_host(batch_prompt)), batch_state)
-            alpha = rescale.alpha(_host(small))
-        return restore(alpha, embedding.caller_device, embedding.single)
+            small_prompt = rescale.prompt(to_host(batch_prompt))
+            small = self._call(self.decoder, {**embedding.tensors, "prompt": small_prompt, "state": batch_state})
+            alpha = {"alpha": rescale.alpha(to_host(small["alpha"]))}
+        return restore(alpha["alpha"], embedding.caller_device, embedding.single)
+
+    @staticmethod
+    def _call(engine: Backend, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """One engine call; an allocation failure inside it is one line saying so (as for ``Runtime``)."""
+        try:
+            return engine.infer(feed)
+        except SmatError:
+            raise
+        except Exception as err:
+            if not is_allocation_failure(err):
+                raise
+            batch, _, height, width = (int(d) for d in feed["image" if engine.role == "encoder" else "prompt"].shape)
+            raise out_of_memory(err, batch, height, width, engine.estimate_memory(batch, height, width)) from None
 
     def __call__(self, image: object, prompt: object = None, state: object = None) -> Any:
         """Embed and predict in one call (the whole model's answer, through the pair)."""
@@ -390,78 +300,33 @@ class Predictor:
 
     @property
     def info(self) -> dict:
-        engine = self.engine
+        encoder = self.encoder
         return {
-            "backend": engine.backend,
-            "source": engine.source,
-            "precision": engine.precision,
-            "device": engine.device,
-            "weights_sha256": engine.model_key.split(":", 1)[0],
-            "details": dict(engine.details),
+            "backend": encoder.name,
+            "source": self.source,
+            "precision": encoder.precision,
+            "device": encoder.device,
+            "weights_sha256": self.weights_sha256,
+            "details": {
+                **dict(encoder.details),
+                "encoder": encoder.source,
+                "decoder": self.decoder.source,
+                "providers": list(encoder.providers),
+            },
         }
 
     def __repr__(self) -> str:
-        return f"Predictor({self.engine.backend}: {self.engine.source}, {self.engine.precision}, {self.engine.device})"
+        return f"Predictor({self.backend}: {self.source}, {self.precision}, {self.device})"
 
 
-def _pair_paths(path: Path, precision: str) -> tuple[Path, Path]:
-    precision = canonical_precision(precision)
-    if path.is_dir():
-        try:
-            names = pair_file("encoder", precision), pair_file("decoder", precision)
-        except KeyError:
-            raise SmatError(f"unknown precision {precision!r}") from None
-        encoder, decoder = path / names[0], path / names[1]
-        missing = [p.name for p in (encoder, decoder) if not p.is_file()]
-        if missing:
-            raise SmatError(
-                f"{path} has no {' or '.join(missing)}: make the pair with smat-deploy export --interactive -o {path}"
-            )
-        return encoder, decoder
-    if not path.is_file():
-        raise SmatError(f"no such folder or file: {path}")
-    manifest = _pair_manifest(path, None)
-    if manifest["pair"].get("role") != "encoder":
-        raise SmatError(f"{path.name} is the pair's {manifest['pair'].get('role')}: open its encoder or its folder")
-    decoder = path.parent / str(manifest["pair"].get("partner"))
-    if not decoder.is_file():
-        raise SmatError(f"{path.name}'s decoder {decoder.name} is not beside it")
-    return path, decoder
+def _suffix_of(backend: str) -> str | None:
+    """The pair's file type a backend opens: ``.plan`` (TensorRT) or ``.onnx`` (ONNX Runtime, OpenVINO)."""
+    suffixes = backend_class(backend).suffixes
+    return next((suffix for suffix in (".plan", ".onnx") if suffix in suffixes), None)
 
 
-def _pair_manifest(path: Path, role: str | None) -> dict:
-    try:
-        manifest = read_manifest(path.with_suffix(".json"))
-    except ValueError as err:
-        raise SmatError(f"{path.with_suffix('.json')} is not valid JSON: {err}") from None
-    if manifest is None:
-        raise SmatError(f"{path.name} has no manifest ({path.with_suffix('.json').name}): the pair cannot be verified")
-    pair = manifest.get("pair")
-    if not isinstance(pair, dict) or (role is not None and pair.get("role") != role):
-        raise SmatError(f"{path.name} is not the {role or 'encoder'} of an interactive pair (see its manifest)")
-    return manifest
-
-
-def _check_io(session: Any, inputs: list[str], outputs: list[str], path: Path) -> None:
-    have_in = [i.name for i in session.get_inputs()]
-    have_out = [o.name for o in session.get_outputs()]
-    if sorted(have_in) != sorted(inputs) or sorted(have_out) != sorted(outputs):
-        raise SmatError(f"{path.name} takes {have_in} -> {have_out}, expected {inputs} -> {outputs}")
-
-
-def _host(array: Any) -> np.ndarray:
-    return array.detach().cpu().numpy() if is_tensor(array) else np.ascontiguousarray(array)
-
-
-def _torch_on(array: Any, device: str) -> Any:
-    import torch
-
-    if not is_tensor(array):
-        array = np.ascontiguousarray(array)
-        tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
-    else:
-        tensor = array
-    return tensor.to(device)
+def _describe(source: object) -> str:
+    return str(source) if isinstance(source, str | os.PathLike) else type(source).__name__
 
 
 def _like(device: Any) -> Any:
@@ -471,9 +336,10 @@ def _like(device: Any) -> Any:
 
 
 def _nbytes(tensor: Any) -> int:
+    """What one embedding tensor holds, whatever it is: numpy, torch, or an ONNX Runtime ``OrtValue``."""
     if isinstance(tensor, np.ndarray):
         return int(tensor.nbytes)
     if is_tensor(tensor):
         return int(tensor.numel() * tensor.element_size())
-    shape = tensor.shape()  # an ONNX Runtime OrtValue
-    return int(np.prod(shape)) * 4
+    itemsize = np.dtype(dtype_name("onnxruntime", tensor.data_type())).itemsize  # an OrtValue
+    return int(np.prod(tensor.shape())) * itemsize

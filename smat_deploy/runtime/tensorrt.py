@@ -1,12 +1,13 @@
-"""TensorRT backend: a serialized engine (``.plan``/``.engine``) run with the TensorRT 10/11 tensor API.
+"""TensorRT backend: a serialized engine (``.plan``/``.engine``) run with the TensorRT 10/11 tensor API, in any
+role: the whole model, or the interactive pair's encoder or decoder (``smat-deploy build --interactive``).
 
 The engine stays a plain TensorRT file; its precision comes from the sidecar JSON, like every
-other artifact. On opening, the engine's I/O tensors are checked against the SMat contract and the
+other artifact. On opening, the engine's I/O tensors are checked against the role's contract and the
 first optimisation profile is read, so a batch or image size outside it is refused before anything
 runs. Each calling thread gets its own execution context and CUDA stream (contexts are not
-thread-safe; the engine is). Inputs and the output are torch CUDA tensors whose data pointers are
+thread-safe; the engine is). Inputs and outputs are torch CUDA tensors whose data pointers are
 handed to ``set_tensor_address``; ``execute_async_v3`` runs on the thread's stream, which is then
-synchronised.
+synchronised. An encoder's outputs stay on the GPU, where its decoder reads them.
 
 ``tensorrt`` is imported lazily: without it, importing this module works and opening an engine
 raises one clear line (see :func:`unavailable_reason`).
@@ -16,27 +17,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smat_deploy.contract import CONTRACT_INPUTS, TensorSpec
+from smat_deploy.contract import DTYPES, ROLES, TensorSpec
 from smat_deploy.errors import SmatError
 from smat_deploy.runtime.base import Array, Backend, Limits, check_contract, is_installed, sidecar_precision
 from smat_deploy.runtime.devices import as_torch, torch_device
 from smat_deploy.runtime.memory import MB, MemoryEstimate
 
 INSTALL_HINT = "pip install tensorrt from NVIDIA's index: --extra-index-url https://pypi.nvidia.com"
-_DTYPE_NAMES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "BOOL": "bool",
-    "FP8": "float8",
-}
 
 
 def _torch() -> Any:
@@ -71,9 +62,11 @@ def unavailable_reason() -> str | None:
 
 
 def _dtype_name(trt: Any, dtype: Any) -> str:
-    for name, label in _DTYPE_NAMES.items():
-        if getattr(trt.DataType, name, None) == dtype:
-            return label
+    """The contract's name of a TensorRT ``DataType`` member (through the one dtype table)."""
+    for name, names in DTYPES.items():  # in the table's order: float32 first, so common types look up little
+        member = names["tensorrt"]
+        if member is not None and getattr(trt.DataType, str(member), None) == dtype:
+            return name
     return str(dtype)
 
 
@@ -91,9 +84,11 @@ def engine_specs(trt: Any, engine: Any) -> tuple[tuple[TensorSpec, ...], tuple[T
     return tuple(inputs), tuple(outputs)
 
 
-def profile_limits(engine: Any) -> Limits:
-    """Batch/height/width bounds of optimisation profile 0 (the one every context here uses)."""
-    low, _, high = (tuple(int(d) for d in shape) for shape in engine.get_tensor_profile_shape("image", 0))
+def profile_limits(engine: Any, role: str = "whole") -> Limits:
+    """Batch/height/width bounds of optimisation profile 0 (the one every context here uses), read off the
+    role's photo-sized input (``image``; the decoder's ``prompt``)."""
+    sized = ROLES[role].sized
+    low, _, high = (tuple(int(d) for d in shape) for shape in engine.get_tensor_profile_shape(sized, 0))
     return Limits(batch=(low[0], high[0]), height=(low[2], high[2]), width=(low[3], high[3]))
 
 
@@ -119,6 +114,7 @@ class TensorRTBackend(Backend):
         engine: object,
         *,
         device: str = "auto",
+        role: str = "whole",
     ) -> TensorRTBackend:
         path = Path(os.fspath(engine))  # type: ignore[arg-type]
         if not path.is_file():
@@ -140,7 +136,7 @@ class TensorRTBackend(Backend):
                 "TensorRT version or for another GPU"
             )
         inputs, outputs = engine_specs(trt, deserialized)
-        check_contract(inputs, outputs, str(path))
+        check_contract(inputs, outputs, str(path), role)
         if deserialized.num_optimization_profiles < 1:
             raise SmatError(f"{path} has no optimisation profile")
         backend = cls(
@@ -150,11 +146,12 @@ class TensorRTBackend(Backend):
             providers=[f"tensorrt-{trt.__version__}"],
             inputs=inputs,
             outputs=outputs,
-            limits=profile_limits(deserialized),
+            limits=profile_limits(deserialized, role),
             details={
                 "manifest": str(manifest) if manifest else None,
                 "profiles": deserialized.num_optimization_profiles,
             },
+            role=role,
         )
         backend.engine = deserialized
         backend.cuda_device = target
@@ -171,6 +168,8 @@ class TensorRTBackend(Backend):
         needs (TensorRT 10 and 11). An engine without that API gets the conservative profile.
         """
         trt = _import_tensorrt()
+        if self.role != "whole":  # the pair's halves: their own profile (the shapes of an embedding are derived)
+            return super().estimate_memory(batch, height, width)
         io_bytes = batch * height * width * (3 + 1 + 1) * 4 + batch * 4
         with self._estimate_lock:
             context = getattr(self, "_sizing_context", None)
@@ -202,26 +201,27 @@ class TensorRTBackend(Backend):
                 local.context, local.stream = context, torch.cuda.Stream(self.cuda_device)
         return local.context, local.stream
 
-    def run(self, image: Array, prompt: Array, state: Array) -> Array:
+    def infer(self, feed: Mapping[str, Array]) -> dict[str, Array]:
         torch = _torch()
         context, stream = self._context()
         caller_stream = torch.cuda.current_stream(self.cuda_device)
         stream.wait_stream(caller_stream)  # inputs the caller produced on its stream must be ready
+        role = ROLES[self.role]
         with torch.cuda.device(self.cuda_device), torch.cuda.stream(stream):
-            tensors = {
-                spec.name: _on_device(array, self.cuda_device)
-                for spec, array in zip(CONTRACT_INPUTS, (image, prompt, state), strict=True)
-            }
+            tensors = {name: _on_device(feed[name], self.cuda_device) for name in role.input_names}
             for name, tensor in tensors.items():
                 if not context.set_input_shape(name, tuple(tensor.shape)):
                     raise SmatError(f"TensorRT refused {name} of shape {list(tensor.shape)} (outside the profile?)")
                 context.set_tensor_address(name, tensor.data_ptr())
-            alpha = torch.empty(tuple(context.get_tensor_shape("alpha")), dtype=torch.float32, device=self.cuda_device)
-            context.set_tensor_address("alpha", alpha.data_ptr())
+            outputs = {}
+            for name in role.output_names:
+                shape = tuple(context.get_tensor_shape(name))
+                outputs[name] = torch.empty(shape, dtype=torch.float32, device=self.cuda_device)
+                context.set_tensor_address(name, outputs[name].data_ptr())
             if not context.execute_async_v3(stream.cuda_stream):
                 raise SmatError("TensorRT execution failed (see the TensorRT log above)")
         stream.synchronize()
-        return alpha
+        return outputs
 
 
 def _on_device(array: Array, device: Any) -> Any:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from smat_deploy.errors import SmatError
-from smat_deploy.runtime.base import Array, Backend
-from smat_deploy.runtime.devices import is_tensor, parse_device
+from smat_deploy.runtime.base import Array, Backend, file_role
+from smat_deploy.runtime.devices import parse_device, to_host
 from smat_deploy.runtime.inputs import prepare_inputs, restore_output
 from smat_deploy.runtime.registry import backend_for
 from smat_deploy.runtime.sizing import (
@@ -191,16 +191,18 @@ class Runtime:
         chosen = backend_for(engine, backend)
         options = check_options(chosen, backend_options)
         check_device(chosen, device)
-        if (
-            isinstance(engine, str | os.PathLike)
-            and Path(engine).suffix.lower() in chosen.suffixes
-            and not Path(engine).is_file()
-        ):
-            raise SmatError(f"engine not found: {engine}")
+        if isinstance(engine, str | os.PathLike) and Path(engine).suffix.lower() in chosen.suffixes:
+            if not Path(engine).is_file():
+                raise SmatError(f"engine not found: {engine}")
+            if (role := file_role(engine)) not in (None, "whole"):
+                raise SmatError(
+                    f"{Path(engine).name} is the interactive pair's {role}, not a whole model: open the pair with "
+                    "Predictor.open (or give the whole model, smat.onnx)"
+                )
         if (reason := chosen.unavailable_reason()) is not None:
             raise SmatError(reason)
         policy = as_size_policy(size_policy)
-        opened = chosen.open(engine, device=device, **options)
+        opened = chosen.open(engine, device=device, role="whole", **options)
         return cls(opened, None if policy is None else sizing_for(opened, policy))
 
     def use_size_policy(
@@ -239,7 +241,7 @@ class Runtime:
             )
             arrays = [prepared.image, prepared.prompt, prepared.state]
             if plan.scaled:  # scaling and upsampling happen on the host; a full-size run keeps the caller's arrays
-                arrays = [_host(array) for array in arrays]
+                arrays = [to_host(array) for array in arrays]
             alpha = self.sizing.run(self._run, plan, *arrays, timings=timings)
         alpha = restore_output(alpha, prepared)
         return alpha, CallReport(plan, time.perf_counter() - start, timings)
@@ -273,10 +275,3 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"Runtime({self.backend.name}: {self.backend.source}, {self.backend.precision}, {self.backend.device})"
-
-
-def _host(array: Array) -> Any:
-    """numpy on the host: the size policy resizes and upsamples there."""
-    import numpy as np
-
-    return array.detach().cpu().numpy() if is_tensor(array) else np.ascontiguousarray(array)

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smat_deploy.contract import MAX_SIDE, canonical_precision, pair_file, read_manifest
+from smat_deploy.contract import MAX_SIDE, PRECISIONS, canonical_precision, pair_file, read_manifest
 from smat_deploy.errors import SmatError
+from smat_deploy.pair import PAIR_SUFFIXES, find_pair
+from smat_deploy.pair import check_same_weights as same_weights
 from smat_deploy.runtime import Runtime
 from smat_deploy.runtime.sizing import MemoryGate, resolve_budget
 from smat_deploy.serve.server import ServeConfig, SmatTritonServer
@@ -78,7 +80,8 @@ def plan_sessions(engine: str, requested: bool | None, *, torch_weights: bool = 
 
     ``requested``: ``None`` (automatic: on for a folder holding the pair), ``True`` (``--sessions``: on, or
     an error saying what is missing) or ``False`` (off). ``torch_weights``: ``engine`` is ``torch`` or a
-    checkpoint (the PyTorch reference embeds and decodes).
+    checkpoint (the PyTorch reference embeds and decodes). A pair that is there is checked here
+    (:func:`smat_deploy.pair.find_pair`): a bad one is refused as everywhere else.
     """
     if requested is False:
         return SessionPlan(None, reason="off (--no-sessions)")
@@ -88,17 +91,12 @@ def plan_sessions(engine: str, requested: bool | None, *, torch_weights: bool = 
             return SessionPlan(engine)
         return SessionPlan(None, reason="off: the torch engine serves sessions with --sessions")
     folder = path if path.is_dir() else path.parent
-    precision = "float32" if path.is_dir() else _precision_of(path)
-    if path.suffix.lower() not in (".onnx", "") and not path.is_dir():
-        precision = "float32"  # a TensorRT engine: its folder's float32 pair
-    try:
-        names = [pair_file(role, precision) for role in ("encoder", "decoder")]
-    except (KeyError, ValueError):
-        names = [pair_file(role) for role in ("encoder", "decoder")]
+    precision = "float32" if path.is_dir() or path.suffix.lower() != ".onnx" else _precision_of(path)
+    if precision not in PRECISIONS:
         precision = "float32"
-    missing = [name for name in names if not (folder / name).is_file()]
-    if missing:
-        why = f"{folder} has no {' or '.join(missing)} (smat-deploy export --interactive -o {folder} makes the pair)"
+    encoder = Path(pair_file("encoder", precision)).stem
+    if not any((folder / f"{encoder}{suffix}").is_file() for suffix in PAIR_SUFFIXES):
+        why = f"{folder} has no {encoder}.onnx (smat-deploy export --interactive -o {folder} makes the pair)"
         if requested:
             raise SmatError(f"--sessions needs the interactive pair: {why}")
         return SessionPlan(None, reason=f"off: {why}")
@@ -106,28 +104,18 @@ def plan_sessions(engine: str, requested: bool | None, *, torch_weights: bool = 
         return SessionPlan(
             None, reason=f"off: the pair beside {path.name} is served with --sessions, or give the folder {folder}"
         )
+    suffix = path.suffix.lower() if path.suffix.lower() in PAIR_SUFFIXES else None
+    find_pair(folder, precision, suffix)  # one line for a bad pair, before any engine loads
     return SessionPlan(str(folder), precision=precision)
 
 
 def check_same_weights(whole: str | os.PathLike[str] | None, weights_sha256: str) -> None:
-    """Refuse a whole model and a pair exported from different weights (both manifests record a weights digest).
-
-    ``whole``: the engine serving the whole model; only an ONNX model whose manifest records
-    ``source.weights_sha256`` can be checked (a TensorRT plan or the torch engine carries no digest).
-    """
-    if whole is None or Path(whole).suffix.lower() != ".onnx":
-        return
-    try:
-        manifest = read_manifest(Path(whole).with_suffix(".json")) or {}
-    except ValueError:
-        return
-    recorded = (manifest.get("source") or {}).get("weights_sha256")
-    if recorded and recorded != weights_sha256:
-        raise SmatError(
-            f"{Path(whole).name} and the interactive pair were exported from different weights "
-            f"(weights_sha256 {recorded[:12]} vs {weights_sha256[:12]}): export them together with "
-            "smat-deploy export --interactive, or serve with --no-sessions"
-        )
+    """Refuse a whole model and a pair exported from different weights (both manifests record a weights digest)."""
+    same_weights(
+        whole,
+        weights_sha256,
+        "export them together with smat-deploy export --interactive, or serve with --no-sessions",
+    )
 
 
 def apply_size_policy(runtime: Runtime, predictor: Predictor | None, config: ServeConfig) -> None:

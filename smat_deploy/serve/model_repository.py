@@ -25,22 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smat_deploy._files import atomic_output
-from smat_deploy.contract import MIN_SIDE, PAIR_IO, PAIR_ROLES, manifest_path_for, pair_file, read_manifest
+from smat_deploy.contract import DTYPES, MIN_SIDE, PAIR_IO, manifest_path_for, read_manifest
 from smat_deploy.errors import SmatError
+from smat_deploy.pair import find_pair as checked_pair
 from smat_deploy.runtime.base import CONTRACT_INPUTS, CONTRACT_OUTPUTS, Limits, TensorSpec
 from smat_deploy.serve.server import check_model_name
 
-TRITON_DTYPES = {
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "bfloat16": "TYPE_BF16",
-    "float64": "TYPE_FP64",
-    "int8": "TYPE_INT8",
-    "uint8": "TYPE_UINT8",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "bool": "TYPE_BOOL",
-}
+#: Triton's name of each element type (the contract's one dtype table).
+TRITON_DTYPES = {name: str(names["triton"]) for name, names in DTYPES.items() if names["triton"] is not None}
 KINDS = ("auto", "gpu", "cpu")
 
 
@@ -318,71 +310,23 @@ class PairIO:
         return (("encoder", self.encoder), ("decoder", self.decoder))
 
 
-def _pair_sidecar(path: Path) -> dict | None:
-    try:
-        manifest = read_manifest(manifest_path_for(path))
-    except (OSError, ValueError) as err:
-        raise SmatError(f"cannot read {manifest_path_for(path)}: {err}") from None
-    pair = manifest.get("pair") if isinstance(manifest, dict) else None
-    return pair if isinstance(pair, dict) and pair.get("role") in PAIR_ROLES else None
-
-
-def pair_role(path: str | os.PathLike[str]) -> str | None:
-    """``"encoder"`` or ``"decoder"`` when ``path``'s sidecar JSON makes it a half of the interactive pair."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    pair = _pair_sidecar(path)
-    return None if pair is None else str(pair["role"])
-
-
 def find_pair(source: str | os.PathLike[str], precision: str = "float32") -> tuple[Path, Path]:
     """``(encoder, decoder)`` files of the pair in folder ``source`` (``precision``'s names, ``.onnx`` or ``.plan``)
-    or of the pair whose encoder file ``source`` is; the decoder is the partner the encoder's sidecar names."""
+    or of the pair whose encoder file ``source`` is, checked by :func:`smat_deploy.pair.find_pair`."""
     source = Path(source)
-    if source.is_dir():
-        try:
-            stem = Path(pair_file("encoder", precision)).stem
-        except KeyError:
-            raise SmatError(f"unknown precision {precision!r}") from None
-        found = [source / f"{stem}{suffix}" for suffix in (".onnx", ".plan") if (source / f"{stem}{suffix}").is_file()]
-        if not found:
-            raise SmatError(
-                f"{source} has no {stem}.onnx or {stem}.plan: make the pair with smat-deploy export --interactive "
-                "(and smat-deploy build --interactive for TensorRT engines)"
-            )
-        if len(found) > 1:
-            raise SmatError(f"{source} holds {stem}.onnx and {stem}.plan: pass --engine with the one to serve")
-        encoder = found[0]
-    elif source.is_file():
-        encoder = source
-    else:
+    if not source.exists():
         raise SmatError(f"engine not found: {source}")
-    pair = _pair_sidecar(encoder)
-    if pair is None:
-        raise SmatError(f"{encoder.name} is not part of an interactive pair (its sidecar JSON names no pair role)")
-    if pair["role"] != "encoder":
-        raise SmatError(f"{encoder.name} is the pair's {pair['role']}: give its encoder or the pair's folder")
-    decoder = encoder.parent / str(pair.get("partner"))
-    if not decoder.is_file():
-        raise SmatError(f"{encoder.name}'s decoder {decoder.name} is not beside it")
-    return encoder, decoder
+    pair = checked_pair(source, precision if source.is_dir() else None)
+    return pair.encoder, pair.decoder
 
 
 def _onnx_session_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The I/O ONNX Runtime (Triton's onnxruntime backend) reads from ``path``."""
-    import onnxruntime as ort
-
+    from smat_deploy._ort import session
     from smat_deploy.runtime.onnxrt import _specs
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ONNX Runtime raises its own exception types for unreadable or invalid models
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SmatError(f"ONNX Runtime cannot load {path}: {first}") from None
-    return _specs(session.get_inputs()), _specs(session.get_outputs())
+    loaded = session(path)
+    return _specs(loaded.get_inputs()), _specs(loaded.get_outputs())
 
 
 def _plan_io(path: Path, role: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], Limits]:
@@ -453,18 +397,13 @@ def half_io(path: str | os.PathLike[str], role: str) -> EngineIO:
 
 
 def pair_io(source: str | os.PathLike[str], precision: str = "float32") -> PairIO:
-    """Both halves of the pair in folder ``source`` (or whose encoder file ``source`` is), from the same weights."""
-    encoder, decoder = find_pair(source, precision)
-    decoder_pair = _pair_sidecar(decoder)
-    if decoder_pair is None or decoder_pair.get("role") != "decoder":
-        raise SmatError(f"{decoder.name} is not the decoder of an interactive pair (see its sidecar JSON)")
-    keys = (_pair_sidecar(encoder) or {}).get("weights_sha256"), decoder_pair.get("weights_sha256")
-    if keys[0] != keys[1] or not keys[0]:
-        raise SmatError(
-            f"{encoder.name} and {decoder.name} come from different weights (weights_sha256 {str(keys[0])[:12]} vs "
-            f"{str(keys[1])[:12]}): make the pair again (smat-deploy export --interactive)"
-        )
-    return PairIO(half_io(encoder, "encoder"), half_io(decoder, "decoder"), str(keys[0]))
+    """Both halves of the pair in folder ``source`` (or whose encoder file ``source`` is), checked to belong together
+    (:func:`smat_deploy.pair.find_pair`), each as Triton will see it."""
+    source = Path(source)
+    if not source.exists():
+        raise SmatError(f"engine not found: {source}")
+    pair = checked_pair(source, precision if source.is_dir() else None)
+    return PairIO(half_io(pair.encoder, "encoder"), half_io(pair.decoder, "decoder"), pair.weights_sha256)
 
 
 def pair_models(io: PairIO, name: str = "smat", **options: object) -> dict[str, TritonModel]:

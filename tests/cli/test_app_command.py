@@ -53,3 +53,21 @@ def test_a_checkpoint_with_an_exported_engine_is_one_line(run_cli, tmp_path):
     result = run_cli("app", "--engine", tmp_path / "pair", "-c", tmp_path / "smat.pth")
     assert result.code == 2
     result.expect_error(f"--checkpoint is for the torch engine; {tmp_path / 'pair'} carries its own weights")
+
+
+def test_the_replay_line_runs_the_whole_model_on_the_pages_backend(tmp_path, tiny_onnx):
+    """The page's replay line names the whole model beside the pair, and the backend when it is not the file's
+    default: a page on OpenVINO replays on OpenVINO."""
+    import shutil
+
+    from smat_deploy import Predictor
+    from smat_deploy.cli.webapp import _replay_engine
+
+    pytest.importorskip("openvino")
+    make_tiny_pair(tmp_path)
+    shutil.copyfile(tiny_onnx, tmp_path / "smat.onnx")
+    on_ort = Predictor.open(tmp_path, device="cpu")
+    on_openvino = Predictor.open(tmp_path, backend="openvino", device="cpu")
+    whole = tmp_path / "smat.onnx"
+    assert _replay_engine(str(tmp_path), None, 0, on_ort) == f"--engine {whole}"
+    assert _replay_engine(str(tmp_path), None, 0, on_openvino) == f"--engine {whole} --backend openvino"

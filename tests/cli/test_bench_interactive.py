@@ -28,9 +28,12 @@ def embedding_bytes(height: int, width: int) -> int:
 
 # -- goals and FLOPs, no engine needed -----------------------------------------------------------------
 def test_the_goals_are_the_issues_in_height_by_width():
-    """2.2x at 518x518, 3x at 768x1024 and 4x at 1040x1560 (height x width); sizes here are WIDTHxHEIGHT."""
+    """2.2x at 518x518, 3x at 768x1024 and 4x at 1040x1560 (height x width); sizes here are WIDTHxHEIGHT.
+
+    The portrait 768x1024 (WIDTHxHEIGHT, as ``--sizes 518x518,768x1024`` asks) shares its landscape's 3x.
+    """
     by_height_width = {(size.height, size.width): goal for size, goal in GOALS.items()}
-    assert by_height_width == {(518, 518): 2.2, (768, 1024): 3.0, (1040, 1560): 4.0}
+    assert by_height_width == {(518, 518): 2.2, (768, 1024): 3.0, (1024, 768): 3.0, (1040, 1560): 4.0}
 
 
 @pytest.mark.parametrize(
@@ -62,7 +65,8 @@ def test_pair_flops_equal_torchs_count_of_the_exported_halves(varying_model, hei
     The encoder is counted as ``SMat.embed`` (the reference's position-table resize, as the whole model's
     count) plus the first fusion convolution's fixed part; the decoder as the exported decoder's module.
     """
-    from smat_deploy.export.interactive import GraphDecoder, first_fusion_fixed_part, pair_embedding
+    from smat_deploy.export.interactive import GraphDecoder
+    from smat_deploy.model.pair import first_fusion_fixed_part, pair_embedding
 
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     prompt = torch.zeros(1, 1, height, width)
@@ -93,6 +97,8 @@ class FakeEngines:
     """Stand-ins for Runtime and Predictor: each call advances the clock by its cost; alpha depends on the prompt."""
 
     info = SimpleNamespace(precision="float32")
+    precision, device = "float32", "cpu"
+    backend = encoder = decoder = SimpleNamespace(compute_precision=None)  # what runs, as the engines report it
 
     def __init__(self, clock: FakeClock, whole_s: float, embed_s: float, click_s: float, error: float = 0.0):
         self.clock, self.costs, self.error = clock, (whole_s, embed_s, click_s), error
@@ -122,7 +128,7 @@ def fake_row(monkeypatch, size: Size, costs: tuple[float, float, float], error: 
     engines = FakeEngines(clock, *costs, error=error)
     config = bench_interactive.InteractiveConfig(sizes=(size,), warmup=1, iters=iters)
     steps = []
-    row = measure_size(engines, engines, size, config, lambda: steps.append(1))  # type: ignore[arg-type]
+    (row,) = measure_size({"onnxruntime": (engines, engines)}, size, config, lambda: steps.append(1))  # type: ignore[dict-item]
     return row, engines, len(steps)
 
 
@@ -144,7 +150,12 @@ def test_a_slow_click_misses_the_goal_and_a_differing_pair_fails_the_gate(monkey
     report = bench_interactive.InteractiveReport("export", {"cpu": "x", "logical_cpus": 1}, None, 1, 2, [row])
     assert report.missed == [row] and not report.pair_matches
     text = bench_interactive.format_interactive(report)
-    assert "2.00x" in text and "NO" in text and "missed at 518x518 (2.00x < 2.2x)" in text and ": FAIL" in text
+    assert (
+        "2.00x" in text
+        and "NO" in text
+        and "missed at 518x518 on onnxruntime (2.00x < 2.2x)" in text
+        and ": FAIL" in text
+    )
 
 
 def test_the_cli_exits_1_on_a_missed_goal_and_still_prints_the_figures(run_cli, monkeypatch, tmp_path):
@@ -159,7 +170,7 @@ def test_the_cli_exits_1_on_a_missed_goal_and_still_prints_the_figures(run_cli, 
     monkeypatch.setattr(smat_deploy.Predictor, "open", classmethod(lambda cls, *a, **k: slow_click))
     result = run_cli("bench", "--interactive", "--engine", tmp_path, "--repeat", "1", "--warmup", "0", "--json")
     assert result.code == 1
-    assert "per-click speed-up goal missed at 1560x1040 (3.50x < 4x)" in result.stderr
+    assert "per-click speed-up goal missed at 1560x1040 on onnxruntime (3.50x < 4x)" in result.stderr
     document = json.loads(result.stdout)
     assert document["schema"] == "smat-deploy/bench-interactive/1" and document["goals_met"] is False
     verdicts = {row["size"]: row["goal_met"] for row in document["rows"]}
@@ -188,9 +199,10 @@ def test_without_engine_it_reads_export_and_says_how_to_make_it(run_cli, tmp_pat
     ("args", "message"),
     [
         (("--engine", "a", "--engine", "b"), "takes one --engine"),
-        (("--backend", "onnxruntime"), "does not take --backend"),
+        (("--backend", "torch"), "backend torch opens neither"),
+        (("--backend", "onnxruntime", "--backend", "tensorrt"), "open different kinds (.onnx and .plan)"),
+        (("--backend", "nope"), "unknown backend"),
         (("--batch", "2"), "does not take --batch"),
-        (("--device", "cuda"), "measures ONNX Runtime on the CPU"),
         (("--sizes", "10x10"), "--sizes 10x10: both sides must be at least 14 pixels"),
     ],
 )
@@ -270,3 +282,50 @@ def test_a_goal_at_the_measured_size_is_judged(run_cli, interactive_export, monk
     result = run_cli("bench", "--interactive", "-e", interactive_export, "--sizes", "56x42", "--repeat", "1")
     assert result.code == 1 and "per-click speed-up goal missed at 56x42" in result.stderr
     assert re.search(r"^56x42 .* NO ", result.stdout, re.MULTILINE)
+
+
+# -- lossy runs and the click aim -------------------------------------------------------------------------
+def test_the_alpha_gate_follows_the_precision_and_reduced_computing():
+    from smat_deploy.contract import EXPORT_GATE, FP16_GATE, INT8_GATE
+
+    assert bench_interactive.alpha_gate("float32", False) == EXPORT_GATE  # against its own whole model
+    assert bench_interactive.alpha_gate("float32", True) == FP16_GATE  # bf16/f16 computing of a float32 file
+    assert bench_interactive.alpha_gate("int8_cpu", False) == INT8_GATE
+    assert bench_interactive.alpha_gate("int8_cpu", True) == INT8_GATE  # the file's own budget is the looser one
+
+
+def test_the_click_aim_is_reported_per_backend_not_judged():
+    rows = [
+        {"size": "512x512", "backend": "onnxruntime", "click_ms": 350.0},
+        {"size": "512x512", "backend": "openvino", "click_ms": 63.0},
+    ]
+    report = bench_interactive.InteractiveReport("export", {}, None, 1, 1, rows, backends=("onnxruntime", "openvino"))
+    assert bench_interactive._click_aims(report) == [
+        "click aim at 512x512: 100 ms; onnxruntime 350.0 ms (not reached), openvino 63.0 ms (reached)"
+    ]
+    assert {Size(512, 512): 100.0} == bench_interactive.CLICK_AIMS
+
+
+@pytest.mark.heavy
+def test_two_backends_side_by_side_and_one_computing_in_bf16_is_held_to_fp16s_gate(run_cli, interactive_export):
+    """ONNX Runtime and OpenVINO in one run; the OpenVINO option goes to OpenVINO only, which then computes in
+    bf16: every click is measured against the float32 whole model with fp16's gate."""
+    pytest.importorskip("openvino")
+    args = ["bench", "--interactive", "-e", interactive_export, "--sizes", "98x84", "--repeat", "2", "--json"]
+    both = ["--backend", "onnxruntime", "--backend", "openvino"]
+    result = run_cli(*args, *both, "--backend-option", "inference_precision=bf16")
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["backends"] == ["onnxruntime", "openvino"] and document["computes_in"] == {"openvino": "bf16"}
+    assert document["gate"] == {"against": "float32", "max_abs": 2e-2, "mean_abs": 1e-3}
+    rows = {row["backend"]: row for row in document["rows"]}
+    assert set(rows) == {"onnxruntime", "openvino"} and all(row["size"] == "98x84" for row in rows.values())
+    assert rows["onnxruntime"]["max_abs_vs_float32"] <= 1e-4  # float32 on ONNX Runtime: the float32 answer
+    assert 0 < rows["openvino"]["max_abs_vs_float32"] <= 2e-2 and rows["openvino"]["within_budget"]
+    assert document["pair_matches_whole"] is True
+    text = run_cli(*args[:-1], *both).stdout  # float32 on both: the export gate, and the click comparison line
+    assert "pair vs whole model: max |alpha diff|" in text and "(gate 0.0001): pass" in text
+    assert re.search(
+        r"^click at 98x84: onnxruntime [\d.]+ ms; openvino [\d.]+ ms \([\d.]+x of onnxruntime\)$", text, re.M
+    )
+    assert run_cli(*args, "--backend-option", "nope=1").code == 2

@@ -79,10 +79,12 @@ def test_prompt_sets_reject_what_they_cannot_do(run_cli, photo, prompt_files, tm
     lone.mkdir()
     (lone / "model.onnx").write_bytes(b"not used")
     run_cli(*args, "-o", tmp_path / "c", "--engine", lone / "model.onnx").expect_error(
-        "need the interactive pair beside"
+        "lone has no smat_encoder.onnx or smat_encoder.plan: make the pair with smat-deploy export --interactive"
     )
-    run_cli(*args, "-o", tmp_path / "d", "--engine", "x.plan").expect_error("needs the interactive pair")
-    run_cli(*args, "-o", tmp_path / "e", "--backend", "openvino").expect_error("runs on onnxruntime or torch")
+    run_cli(*args, "-o", tmp_path / "d", "--engine", "x.plan").expect_error("no such folder or file: x.plan")
+    run_cli(*args, "-o", tmp_path / "e", "--backend", "openvino").expect_error(  # the default engine is torch
+        "is the PyTorch reference: it runs on backend torch, not openvino"
+    )
     run_cli(*args, "-o", photo.parent).expect_error("must differ from the photo's folder")
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
 

@@ -237,7 +237,10 @@ def test_a_pair_that_does_not_belong_together_is_refused(tmp_path):
     with pytest.raises(SmatError, match="exported from different weights"):
         check_pair_onnx(encoder)
     encoder, decoder = make_tiny_pair(tmp_path / "b")
-    with pytest.raises(SmatError, match="is the pair's decoder: give its encoder"):
+    with pytest.raises(
+        SmatError,
+        match=r"smat_decoder\.onnx is the pair's decoder, not its encoder: give the pair's encoder or its folder",
+    ):
         check_pair_onnx(decoder)
     decoder.unlink()
     with pytest.raises(SmatError, match=r"decoder smat_decoder\.onnx is not beside it"):

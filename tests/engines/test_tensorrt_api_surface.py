@@ -26,6 +26,7 @@ import pytest
 import torch
 from tensorrt_api import Signature, StandIn, install_bindings
 
+from smat_deploy.contract import EMBEDDING, EMBEDDING_NAMES, padded_grid
 from smat_deploy.engines import tensorrt_build
 from smat_deploy.engines.tensorrt_build import Profile, Shape, build_engine
 from smat_deploy.errors import SmatError
@@ -381,6 +382,130 @@ def test_the_runtime_backend_refuses_with_the_real_api(trt, engine_file):
     with pytest.raises(SmatError, match=f"TensorRT {trt.api.version} cannot load .*smat.plan"):
         Runtime.open(engine_file)
     assert trt.violations == [] and trt.missing == []
+
+
+#: The pair's engines as ``build --interactive`` writes them: each tensor's shape (-1: dynamic) and direction.
+PAIR_TENSORS = {
+    "encoder": {"image": (-1, 3, -1, -1), **{spec["name"]: None for spec in EMBEDDING}},
+    "decoder": {
+        **{spec["name"]: "in" for spec in EMBEDDING},
+        "prompt": (-1, 1, -1, -1),
+        "state": (-1, 1),
+        "alpha": (-1, 1, -1, -1),
+    },
+}
+
+
+def _embedding_shapes(batch: int, height: int, width: int) -> dict[str, tuple[int, ...]]:
+    """The contract's embedding shapes for one photo size (the padded grid)."""
+    grid_h, grid_w = padded_grid(height, width)
+    shapes = {}
+    for spec in EMBEDDING:
+        dims = []
+        for dim in spec["shape"]:
+            if dim == "batch":
+                dims.append(batch)
+            elif isinstance(dim, int):
+                dims.append(dim)
+            else:
+                scale = int(dim.split("*")[0]) if "*" in dim else 1
+                dims.append(scale * (grid_h if dim.endswith("grid_height") else grid_w))
+        shapes[spec["name"]] = tuple(dims)
+    return shapes
+
+
+@pytest.fixture
+def pair_files(trt, monkeypatch, tmp_path):
+    """``smat_encoder.plan`` and ``smat_decoder.plan`` with the manifests ``build --interactive`` writes, which the
+    stand-in runtime 'deserializes' into engines with the roles' tensors (told apart by their bytes)."""
+    monkeypatch.setattr(trt_backend, "_torch", _TorchOnCpu)
+    monkeypatch.setattr(trt_backend, "torch_device", lambda device: torch.device("cuda", 0))
+    monkeypatch.setattr(trt_backend, "_on_device", lambda array, device: as_torch(array).float().contiguous())
+    m = trt.module
+    trt.answers("Runtime.deserialize_cuda_engine", lambda runtime, data: trt.new("ICudaEngine", data.decode()))
+    role_of = lambda engine: engine._payload  # noqa: E731 - "encoder" or "decoder", the plan's bytes
+    trt.answers("ICudaEngine.num_io_tensors", lambda engine: len(PAIR_TENSORS[role_of(engine)]))
+    trt.answers("ICudaEngine.get_tensor_name", lambda engine, index: list(PAIR_TENSORS[role_of(engine)])[index])
+    trt.answers("ICudaEngine.get_tensor_dtype", lambda engine, name: m.DataType.FLOAT)
+
+    def declared_shape(engine, name):
+        shape = PAIR_TENSORS[role_of(engine)][name]
+        if not isinstance(shape, tuple):  # an embedding tensor: dynamic but for its channels
+            spec = next(spec for spec in EMBEDDING if spec["name"] == name)
+            shape = tuple(dim if isinstance(dim, int) else -1 for dim in spec["shape"])
+        return trt.new("Dims", shape)
+
+    def mode(engine, name):
+        output = name == "alpha" or (role_of(engine) == "encoder" and name != "image")
+        return m.TensorIOMode.OUTPUT if output else m.TensorIOMode.INPUT
+
+    trt.answers("ICudaEngine.get_tensor_shape", declared_shape)
+    trt.answers("ICudaEngine.get_tensor_mode", mode)
+    trt.returns("ICudaEngine.num_optimization_profiles", 1)
+    channels = {"image": 3, "prompt": 1}
+    trt.answers(
+        "ICudaEngine.get_tensor_profile_shape",
+        lambda engine, name, index: [
+            trt.new("Dims", (shape[0], channels[name], *shape[2:])) for shape in ENGINE_PROFILE
+        ],
+    )
+
+    def output_shape(context, name):
+        shapes = dict(c.args for c in trt.calls_to("IExecutionContext.set_input_shape") if c.receiver is context)
+        if "image" in shapes:
+            batch, _, height, width = shapes["image"]
+            return trt.new("Dims", _embedding_shapes(batch, height, width)[name])
+        batch, _, height, width = shapes["prompt"]
+        return trt.new("Dims", (batch, 1, height, width))
+
+    trt.answers("IExecutionContext.get_tensor_shape", output_shape)
+    paths = {}
+    for role, partner in (("encoder", "decoder"), ("decoder", "encoder")):
+        path = tmp_path / f"smat_{role}.plan"
+        path.write_bytes(role.encode())
+        manifest = {
+            "precision": "float32",
+            "role": role,
+            "pair": {"role": role, "partner": f"smat_{partner}.plan", "weights_sha256": "e" * 64},
+        }
+        path.with_suffix(".json").write_text(json.dumps(manifest))
+        paths[role] = path
+    return paths
+
+
+def test_the_tensorrt_pair_opens_and_answers_clicks_against_the_real_api(trt, pair_files):
+    """``Predictor.open`` on ``build --interactive``'s engines: each plan opened as its role, its tensors checked
+    against the role's contract, the embedding kept on the device and fed to the decoder by name."""
+    from smat_deploy import Predictor
+
+    predictor = Predictor.open(pair_files["encoder"].parent, backend="tensorrt")
+    assert predictor.backend == "tensorrt" and predictor.device == "cuda:0" and predictor.precision == "float32"
+    assert (predictor.encoder.role, predictor.decoder.role) == ("encoder", "decoder")
+    assert predictor.encoder.limits.height == (14, 518) and predictor.decoder.limits.width == (14, 600)
+    embedding = predictor.embed(np.zeros((40, 60, 3), np.uint8))
+    assert all(isinstance(tensor, torch.Tensor) for tensor in embedding.tensors.values())  # stays on the device
+    assert {name: tuple(t.shape) for name, t in embedding.tensors.items()} == _embedding_shapes(1, 40, 60)
+    alpha = predictor.predict(embedding, [{"type": "point", "x": 10, "y": 10, "radius": 4}])
+    assert alpha.shape == (40, 60)
+    set_shapes = [c.args for c in trt.calls_to("IExecutionContext.set_input_shape")]
+    assert set_shapes[0] == ("image", (1, 3, 40, 60))
+    decoder_shapes = dict(set_shapes[1:])
+    assert decoder_shapes == {**_embedding_shapes(1, 40, 60), "prompt": (1, 1, 40, 60), "state": (1, 1)}
+    addresses = [c.args[0] for c in trt.calls_to("IExecutionContext.set_tensor_address")]
+    assert addresses == ["image", *EMBEDDING_NAMES, *EMBEDDING_NAMES, "prompt", "state", "alpha"]
+    assert len(trt.calls_to("IExecutionContext.execute_async_v3")) == 2
+    assert trt.violations == [] and trt.missing == []
+
+
+def test_a_tensorrt_plan_of_another_role_is_refused_against_the_real_api(trt, pair_files):
+    """An encoder plan whose engine is a decoder (its manifest says encoder) fails the role's contract in one line."""
+    from smat_deploy import Predictor
+
+    pair_files["encoder"].write_bytes(b"decoder")  # the decoder's engine under the encoder's name
+    with pytest.raises(SmatError, match=r"smat_encoder\.plan does not match the SMat contract") as caught:
+        Predictor.open(pair_files["encoder"].parent, backend="tensorrt")
+    assert "\n" not in str(caught.value)
+    assert trt.violations == []
 
 
 # -- (d) the stand-ins catch what the real API would refuse ----------------------------------------

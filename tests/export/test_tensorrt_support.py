@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from smat_deploy.export import pipeline
+from smat_deploy.export import pipeline, sequence
 from smat_deploy.export.tensorrt_support import TENSORRT_OPS, check_tensorrt_support
 
 F = TensorProto.FLOAT
@@ -250,7 +250,7 @@ def test_export_warns_and_records_passed_false_when_the_matrix_fails(monkeypatch
     monkeypatch.setattr(pipeline, "load_model", lambda checkpoint, seed=0: Fake())
     monkeypatch.setattr(pipeline, "describe_weights", lambda checkpoint, seed: "fake weights")
     monkeypatch.setattr(pipeline, "export_onnx", fake_export)
-    monkeypatch.setattr(pipeline, "check_graph", lambda graph, norms: [])
+    monkeypatch.setattr(sequence, "check_graph", lambda graph, norms, io: [])
     with pytest.warns(UserWarning, match=r"smat.onnx breaks TensorRT's ONNX support matrix in 1 place\(s\)"):
         report = pipeline.export_float32(output_dir=tmp_path / "out", check=False)
     assert report.onnx_path.is_file() and report.tensorrt_support["passed"] is False

@@ -42,8 +42,8 @@ def main(job: dict) -> dict:
         return {"work_mb": work, "predicted_mb": runtime.backend.estimate_memory(batch, height, width).total_mb}
     from smat_deploy.runtime import Predictor
 
-    predictor = Predictor.open(job["engine"], device="cpu")
-    profile = predictor.engine.memory_profile
+    predictor = Predictor.open(job["engine"], backend=job.get("backend"), device="cpu")
+    profile = predictor.encoder.memory_profile
     held = {}
     embed = _peak_of(lambda: held.setdefault("embedding", predictor.embed(image)))
     click = _peak_of(lambda: predictor.predict(held["embedding"], prompt))

@@ -88,10 +88,21 @@ def test_predictions_are_within_20_percent_of_the_measured_peak(exported, backen
     assert measured["predicted_mb"] == pytest.approx(measured["work_mb"], rel=0.2)
 
 
-def test_the_pairs_predictions_are_within_20_percent_of_the_measured_embed_and_click(exported):
+@pytest.mark.parametrize(("backend", "side"), [("onnxruntime", 896), ("openvino", 1120)])
+def test_the_pairs_predictions_are_within_20_percent_of_the_measured_embed_and_click(exported, backend, side):
     _linux_peaks()
-    measured = _measure({"kind": "pair", "engine": str(exported["dir"]), "batch": 1, "height": 896, "width": 896})
-    print(f"\npair 896x896: {measured}")
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    job = {
+        "kind": "pair",
+        "engine": str(exported["dir"]),
+        "backend": backend,
+        "batch": 1,
+        "height": side,
+        "width": side,
+    }
+    measured = _measure(job)
+    print(f"\npair on {backend} {side}x{side}: {measured}")
     assert measured["embed_mb"] > 500 and measured["click_mb"] > 500
     assert measured["predicted_embed_mb"] == pytest.approx(measured["embed_mb"], rel=0.2)
     assert measured["predicted_click_mb"] == pytest.approx(measured["click_mb"], rel=0.2)

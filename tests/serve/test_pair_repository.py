@@ -152,11 +152,14 @@ def test_a_tensorrt_pair_without_tensorrt_uses_the_sidecars(run_cli, tmp_path, r
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-e", "{export}/smat_decoder.onnx"], "is the pair's decoder: give its encoder"),
+        (
+            ["-e", "{export}/smat_decoder.onnx"],
+            "is the pair's decoder, not its encoder: give the pair's encoder or its folder",
+        ),
         (["-e", "{export}", "--precision", "fp16"], "has no smat_encoder_fp16.onnx or smat_encoder_fp16.plan"),
         (["-e", "{export}", "--precision", "fp64"], "unknown precision 'fp64'"),
-        (["-e", "{whole}", "--interactive"], "is not part of an interactive pair"),
-        (["-e", "{other}"], "come from different weights"),
+        (["-e", "{whole}", "--interactive"], "is a whole model, not the pair's encoder"),
+        (["-e", "{other}"], "were exported from different weights"),
         (["-e", "{export}", "--name", "a/b"], "model name"),
         (["-e", "{export}", "--max-batch", "0"], "--max-batch must be at least 1"),
         (["-e", "{missing}"], "is not beside it"),
@@ -177,7 +180,9 @@ def test_bad_pair_requests_are_one_line_errors(run_cli, tiny_onnx, tmp_path, arg
 def test_a_folder_with_both_onnx_and_plan_asks_which(run_cli, tmp_path):
     make_tiny_pair(tmp_path / "export")
     (tmp_path / "export" / "smat_encoder.plan").write_bytes(b"engine")
-    run_cli("triton", "-e", tmp_path / "export", "-o", tmp_path / "repo").expect_error("pass --engine with the one")
+    run_cli("triton", "-e", tmp_path / "export", "-o", tmp_path / "repo").expect_error(
+        "holds smat_encoder.onnx and smat_encoder.plan: give the encoder file of the pair to use"
+    )
 
 
 @pytest.mark.heavy

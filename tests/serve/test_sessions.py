@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from serve_helpers import free_ports
+from tiny_pair import make_tiny_pair
 
-from smat_deploy.contract import MAX_SIDE
+from smat_deploy.contract import MAX_SIDE, pair_file
 from smat_deploy.errors import SmatError
 from smat_deploy.serve.lifecycle import ServeSummary, check_same_weights, plan_sessions, whole_model
 from smat_deploy.serve.server import BadRequest, ServeConfig, SessionModels
@@ -213,9 +214,17 @@ def test_session_model_errors_are_bad_requests_with_one_line():
 
 # -- where the pair comes from ---------------------------------------------------------------------
 def _pair_folder(folder: Path, precision: str = "", whole: bool = True) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (f"smat_encoder{precision}.onnx", f"smat_decoder{precision}.onnx"):
-        (folder / name).write_bytes(b"")
+    """A tiny pair (with manifests naming each other) under ``precision``'s file names, and a whole-model file."""
+    encoder, decoder = make_tiny_pair(folder)
+    if precision:
+        names = {role: Path(pair_file(role, precision.removeprefix("_"))) for role in ("encoder", "decoder")}
+        for role, path in (("encoder", encoder), ("decoder", decoder)):
+            manifest = json.loads(path.with_suffix(".json").read_text())
+            manifest["precision"] = precision.removeprefix("_")
+            manifest["pair"]["partner"] = names["decoder" if role == "encoder" else "encoder"].name
+            path.rename(folder / names[role])
+            path.with_suffix(".json").unlink()
+            (folder / names[role]).with_suffix(".json").write_text(json.dumps(manifest))
     if whole:
         (folder / f"smat{precision}.onnx").write_bytes(b"")
     return folder
@@ -244,7 +253,7 @@ def test_without_the_pair_sessions_are_off_or_an_error_when_asked(tmp_path):
     engine = tmp_path / "tiny.onnx"
     engine.write_bytes(b"")
     plan = plan_sessions(str(engine), None)
-    assert not plan.enabled and "has no smat_encoder.onnx or smat_decoder.onnx" in plan.reason
+    assert not plan.enabled and "has no smat_encoder.onnx" in plan.reason
     with pytest.raises(SmatError, match=r"--sessions needs the interactive pair: .* export --interactive"):
         plan_sessions(str(engine), True)
     empty = tmp_path / "empty"
@@ -289,7 +298,7 @@ def test_bad_session_settings_are_one_line_errors(run_cli, tiny_onnx, tmp_path, 
 
 
 def test_a_server_without_the_pair_says_sessions_are_off(tiny_server):
-    assert re.search(r"^  sessions off: .* has no smat_encoder\.onnx or smat_decoder\.onnx", tiny_server.stdout, re.M)
+    assert re.search(r"^  sessions off: .* has no smat_encoder\.onnx", tiny_server.stdout, re.M)
 
 
 def test_the_click_mix_against_a_server_without_sessions_is_one_line_error(run_cli, tiny_server):
