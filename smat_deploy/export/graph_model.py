@@ -1,8 +1,10 @@
 """The module that is exported: SMat's own steps, in their graph-friendly form.
 
 Like segment-anything's ONNX wrapper, this reuses the reference model's submodules instead of
-bending the model: the only differences are that the position-embedding resize is the matmul form
-(:mod:`smat_deploy.model.pos_embed`), the state is a required input, and input validation (Python
+bending the model: the only differences are that the steps runtimes compute differently take their
+graph form (``form="graph"``: the position-embedding resize as matrix products,
+:mod:`smat_deploy.model.pos_embed`; the image and alpha resizes as gathers in PyTorch's arithmetic,
+:mod:`smat_deploy.model.resize`), the state is a required input, and input validation (Python
 control flow) is left to the caller. Normalisation, padding and cropping stay inside, so a caller in
 any language feeds raw RGB in [0, 1] and gets alpha at the input size.
 """
@@ -25,5 +27,5 @@ class GraphSMat(nn.Module):
     def forward(self, image: torch.Tensor, prompt: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
         padded_image, padded_prompt = self.model.preprocess(image, prompt)
-        alpha = self.model.forward_padded(padded_image, padded_prompt, state, pos_embed_resize="matmul")
+        alpha = self.model.forward_padded(padded_image, padded_prompt, state, form="graph")
         return alpha[:, :, :height, :width]

@@ -56,7 +56,7 @@ class GraphEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         padded = self.model.pad((image - self.model.pixel_mean) / self.model.pixel_std)
-        features, class_token, image16, detail2, detail3 = self.model.embed_padded(padded, pos_embed_resize="matmul")
+        features, class_token, image16, detail2, detail3 = self.model.embed_padded(padded, form="graph")
         return features, class_token, image16, detail2, first_fusion_fixed_part(self.model, features, detail3)
 
 
@@ -100,8 +100,7 @@ class GraphDecoder(nn.Module):
         detail1 = decoder.convstream.convs[0](image16)
         for block, detail in zip(decoder.fusion_blks[1:], (detail2, detail1, image16), strict=True):
             x = block(x, detail)
-        alpha = torch.sigmoid(decoder.matting_head(x))
-        alpha = F.interpolate(alpha, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        alpha = decoder.alpha_from(x, padded.shape[-2:], graph=True)
         return alpha[:, :, :height, :width]
 
 

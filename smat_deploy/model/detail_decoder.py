@@ -12,6 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smat_deploy.model.resize import resize_bilinear
+
+#: The ConvStream's input is the image at 16 pixels per token (four stride-2 stages below the token grid).
+DETAIL_SCALE = 16
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -81,9 +86,11 @@ class MattingHead(nn.Module):
 class DetailCaptureDecoder(nn.Module):
     """Patch features + similarity map + padded image -> alpha at the padded image size."""
 
-    def __init__(self, config: DecoderConfig | None = None) -> None:
+    def __init__(self, config: DecoderConfig | None = None, patch_size: int = 14) -> None:
         super().__init__()
         self.config = config = config or DecoderConfig()
+        #: The padded image's side over the ConvStream input's (``14h / 16h``): the image resize's fixed ratio.
+        self._to_detail = (patch_size, DETAIL_SCALE)
         self.convstream = ConvStream(config.image_chans, config.convstream_out)
         # "concat" merge: the similarity map is one extra feature channel.
         fusion_in = (config.feature_chans + 1, *config.fusion_out[:-1])
@@ -93,21 +100,30 @@ class DetailCaptureDecoder(nn.Module):
         )
         self.matting_head = MattingHead(config.fusion_out[-1], config.head_mid_chans)
 
-    def details(self, image: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
-        """ConvStream on the padded image resized to ``16h x 16w``: ``[D0, D1, D2, D3]`` (prompt-independent)."""
+    def details(self, image: torch.Tensor, grid: tuple[int, int], graph: bool = False) -> list[torch.Tensor]:
+        """ConvStream on the padded image (``14h x 14w``) resized to ``16h x 16w``: ``[D0, D1, D2, D3]``
+        (prompt-independent). ``graph``: the resize in its graph form (:mod:`smat_deploy.model.resize`)."""
         h, w = grid
-        image = F.interpolate(image, size=(16 * h, 16 * w), mode="bilinear", align_corners=False)
-        return self.convstream(image)
+        return self.convstream(resize_bilinear(image, (DETAIL_SCALE * h, DETAIL_SCALE * w), self._to_detail, graph))
 
     def fuse(
-        self, features: torch.Tensor, similarity: torch.Tensor, details: list[torch.Tensor], padded_size
+        self,
+        features: torch.Tensor,
+        similarity: torch.Tensor,
+        details: list[torch.Tensor],
+        padded_size,
+        graph: bool = False,
     ) -> torch.Tensor:
         """Fusion blocks and matting head: features ``[B,C,h,w]``, similarity ``[B,1,h,w]``, ``[D0..D3]`` -> alpha."""
         x = torch.cat([features, similarity], dim=1)
         for block, detail in zip(self.fusion_blks, reversed(details), strict=True):
             x = block(x, detail)
+        return self.alpha_from(x, padded_size, graph)
+
+    def alpha_from(self, x: torch.Tensor, padded_size, graph: bool = False) -> torch.Tensor:
+        """The matting head on the last fusion block's output (``16h x 16w``), resized to the padded size."""
         alpha = torch.sigmoid(self.matting_head(x))
-        return F.interpolate(alpha, size=padded_size, mode="bilinear", align_corners=False)
+        return resize_bilinear(alpha, tuple(padded_size), self._to_detail[::-1], graph)
 
     def forward(self, features: torch.Tensor, similarity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Features ``[B,C,h,w]``, similarity ``[B,1,h,w]``, image ``[B,3,14h,14w]`` -> alpha ``[B,1,14h,14w]``."""

@@ -63,7 +63,7 @@ def bicubic_matrix(out_size: int, in_size: int, device: torch.device | None = No
     ATen does.
     """
     positions = torch.arange(out_size, dtype=torch.float32, device=device)
-    out_f = _size_as_float(positions)
+    out_f = size_as_float(positions)
     # in / (out + 0.1) written as 10*in / (10*out + 1): both operands are exact in float32, so the one
     # division rounds correctly, as ATen's double-precision scale does after its cast to float.
     inverse_scale = (10.0 * in_size) / (10.0 * out_f + 1.0)
@@ -77,7 +77,7 @@ def bicubic_matrix(out_size: int, in_size: int, device: torch.device | None = No
     return (weights.unsqueeze(-1) * one_hot).sum(dim=1)
 
 
-def _size_as_float(positions: torch.Tensor) -> torch.Tensor:
+def size_as_float(positions: torch.Tensor) -> torch.Tensor:
     """The length of ``positions`` (``arange(n)``) as a 0-d float tensor.
 
     Read from the data rather than the Python size, so that a symbolic size stays a graph value.
@@ -102,8 +102,8 @@ def resize_pos_embed_matmul(grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """
     m = grid.shape[-1]
     device = grid.device
-    h_f = _size_as_float(torch.arange(h, dtype=torch.float32, device=device))
-    w_f = _size_as_float(torch.arange(w, dtype=torch.float32, device=device))
+    h_f = size_as_float(torch.arange(h, dtype=torch.float32, device=device))
+    w_f = size_as_float(torch.arange(w, dtype=torch.float32, device=device))
     native = ((h_f == m) & (w_f == m)).to(torch.float32)
     rows = native * _identity(h, m, device) + (1 - native) * bicubic_matrix(h, m, device)
     cols = native * _identity(w, m, device) + (1 - native) * bicubic_matrix(w, m, device)

@@ -7,15 +7,22 @@ so the ONNX wrapper and the training code can reuse them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from smat_deploy.errors import SmatError
-from smat_deploy.model.backbone import BackboneConfig, DinoV2Backbone, PosEmbedResize
+from smat_deploy.model.backbone import BackboneConfig, DinoV2Backbone
 from smat_deploy.model.detail_decoder import DecoderConfig, DetailCaptureDecoder
 from smat_deploy.model.prompt_attention import PromptAttentionConfig, PromptCrossAttention
+
+#: How the steps that runtimes compute differently are written: ``"reference"``, the official PyTorch calls;
+#: ``"graph"``, the export's forms that every runtime evaluates with PyTorch's arithmetic (the position-table
+#: resize as matrix products, :mod:`~smat_deploy.model.pos_embed`; the image and alpha resizes as gathers,
+#: :mod:`~smat_deploy.model.resize`). Both compute the same numbers to float32 rounding.
+Form = Literal["reference", "graph"]
 
 #: ImageNet statistics used by the official model (applied to RGB in [0, 1]).
 PIXEL_MEAN = (123.675 / 255.0, 116.28 / 255.0, 103.53 / 255.0)
@@ -122,7 +129,7 @@ class SMat(nn.Module):
         self.config = config = config or SMatConfig()
         self.backbone = DinoV2Backbone(config.backbone)
         self.prompt_cross_attn = PromptCrossAttention(config.prompt_attention)
-        self.decoder = DetailCaptureDecoder(config.decoder)
+        self.decoder = DetailCaptureDecoder(config.decoder, config.patch_size)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -163,11 +170,9 @@ class SMat(nn.Module):
         high = similarity.max(dim=-1, keepdim=True).values
         return (similarity - low) / (high - low + SIMILARITY_RANGE_EPS)
 
-    def embed_padded(
-        self, image: torch.Tensor, pos_embed_resize: PosEmbedResize = "reference"
-    ) -> tuple[torch.Tensor, ...]:
+    def embed_padded(self, image: torch.Tensor, form: Form = "reference") -> tuple[torch.Tensor, ...]:
         """Normalised, padded image -> the prompt-independent tensors, in :attr:`Embedding.TENSORS` order."""
-        tokens, class_token, details = self._image_features(image, pos_embed_resize)
+        tokens, class_token, details = self._image_features(image, form)
         return self._token_map(tokens, details[3]), class_token, details[0], details[2], details[3]
 
     def decode_padded(
@@ -190,18 +195,16 @@ class SMat(nn.Module):
         image: torch.Tensor,
         prompt: torch.Tensor,
         state: torch.Tensor,
-        pos_embed_resize: PosEmbedResize = "reference",
+        form: Form = "reference",
     ) -> torch.Tensor:
         """Normalised, padded inputs -> alpha at the padded size (shared by inference, export and training)."""
-        tokens, class_token, details = self._image_features(image, pos_embed_resize)
-        return self._prompted(tokens, class_token, details, prompt, state)
+        tokens, class_token, details = self._image_features(image, form)
+        return self._prompted(tokens, class_token, details, prompt, state, form=form)
 
-    def _image_features(
-        self, image: torch.Tensor, pos_embed_resize: PosEmbedResize
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def _image_features(self, image: torch.Tensor, form: Form) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         grid = (image.shape[-2] // self.config.patch_size, image.shape[-1] // self.config.patch_size)
-        patch_tokens, class_token = self.backbone(image, pos_embed_resize)
-        return patch_tokens, class_token, self.decoder.details(image, grid)
+        patch_tokens, class_token = self.backbone(image, "matmul" if form == "graph" else "reference")
+        return patch_tokens, class_token, self.decoder.details(image, grid, graph=form == "graph")
 
     def _prompted(
         self,
@@ -211,6 +214,7 @@ class SMat(nn.Module):
         prompt: torch.Tensor,
         state: torch.Tensor,
         features: torch.Tensor | None = None,
+        form: Form = "reference",
     ) -> torch.Tensor:
         """Everything after the backbone and ConvStream; the token grid is the padded prompt's."""
         batch = patch_tokens.shape[0]
@@ -221,7 +225,7 @@ class SMat(nn.Module):
         similarity = self.similarity_map(candidate, patch_tokens).reshape(batch, 1, h, w)
         if features is None:
             features = patch_tokens.transpose(1, 2).reshape(batch, -1, h, w)
-        return self.decoder.fuse(features, similarity, details, prompt.shape[-2:])
+        return self.decoder.fuse(features, similarity, details, prompt.shape[-2:], graph=form == "graph")
 
     @staticmethod
     def _token_map(tokens: torch.Tensor, detail3: torch.Tensor) -> torch.Tensor:
