@@ -132,9 +132,16 @@ def test_a_tiny_calibration_set_is_refused_before_any_work(workdir, calibration)
         variants.make_variant("int8_cpu", workdir / "smat.onnx", tiny)
 
 
-def test_fp16_keeps_float32_io_and_norms_and_passes_its_gate(fp16_report, calibration):
+def test_fp16_keeps_float32_io_and_norms_and_passes_its_gate(fp16_report, calibration, workdir):
     report = fp16_report
     model = onnx.load(report.path)
+    # coordinates and interpolation weights (nodes computed from shapes) stay float32
+    pinned = set(fp16_module.shape_arithmetic(onnx.load(workdir / "smat.onnx", load_external_data=False)))
+    typed = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.value_info, *typed.input, *typed.output]}
+    pinned_outputs = [types.get(o) for n in model.graph.node if n.name in pinned for o in n.output]
+    assert len(pinned) > 100 and len(pinned_outputs) >= len(pinned)
+    assert TensorProto.FLOAT16 not in pinned_outputs and TensorProto.FLOAT in pinned_outputs
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [TensorProto.FLOAT] * 3
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     half = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16]

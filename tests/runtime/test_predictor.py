@@ -104,7 +104,10 @@ def test_bad_inputs_are_one_line_errors(pair, tmp_path):
         pair.predict(other.embed(PHOTO), None)
     with pytest.raises(SmatError, match="made by another model or engine"):
         other.predict(embedding, None)
-    with pytest.raises(SmatError, match=r"has no smat_encoder\.onnx or smat_decoder\.onnx"):
+    with pytest.raises(
+        SmatError,
+        match=r"has no smat_encoder\.onnx or smat_encoder\.plan: make the pair with smat-deploy export --interactive",
+    ):
         Predictor.open(tmp_path)
     with pytest.raises(SmatError, match="unknown device"):
         Predictor.open("torch", device="gpu")
