@@ -126,6 +126,10 @@ COMMANDS: dict[str, Command] = {
         "smat_deploy.cli.upsampling:upsampling_command",
         "Quality of alphas from scaled-down runs brought back to full size: nearest, bilinear, guided vs full size.",
     ),
+    "cpp-bench": Command(
+        "smat_deploy.cli.cpp_bench:cpp_bench_command",
+        "The C++ library (make cpp) against the Python Runtime on OpenVINO: per-call time and cold start, interleaved.",
+    ),
     "parity": Command(
         "smat_deploy.cli.parity:parity_command",
         "Check an engine against the PyTorch reference per prompt kind; non-zero exit when a tolerance is exceeded.",
