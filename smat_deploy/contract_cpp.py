@@ -74,8 +74,44 @@ def render() -> str:
         lines.append(
             f'    {{"{name}", "{precision.file}", "{C.pair_file("encoder", name)}", "{C.pair_file("decoder", name)}"}},'
         )
-    lines += ["}};", "", "}  // namespace smat::contract", ""]
+    lines += ["}};", "", *_memory_lines(), "}  // namespace smat::contract", ""]
     return "\n".join(lines)
+
+
+def _memory_lines() -> list[str]:
+    """The memory model of smat_deploy/runtime/memory.py for the backends the C++ library has (OpenVINO)."""
+    from smat_deploy.runtime.memory import PAIR_PROFILES, PROFILES
+    from smat_deploy.runtime.sizing import DEFAULT_MEMORY_SHARE
+
+    def profile(name: str, value) -> str:
+        return (
+            f"inline constexpr MemoryProfile {name} = {{{value.attention_buffers!r}, {value.backbone_channels!r}, "
+            f"{value.decoder_channels!r}, {value.fixed_mb!r}, {value.allocator!r}}};"
+        )
+
+    embedding = []
+    for spec in C.EMBEDDING:  # [batch, channels] or [batch, channels, "k*grid_height", "k*grid_width"]
+        channels = spec["shape"][1]
+        scale = 0 if len(spec["shape"]) == 2 else int(str(spec["shape"][2]).rpartition("*")[0] or 1)
+        embedding.append(f"{{{channels}, {scale}}}")
+    return [
+        "// The memory model (smat_deploy/runtime/memory.py): a call's peak from the padded token grid.",
+        f"inline constexpr int kAttentionHeads = {C.ATTENTION_HEADS};",
+        f"inline constexpr int kDecoderScale = {C.DECODER_SCALE};",
+        f"inline constexpr double kDefaultMemoryShare = {DEFAULT_MEMORY_SHARE!r};",
+        "struct MemoryProfile {",
+        "    double attention_buffers, backbone_channels, decoder_channels, fixed_mb, allocator;",
+        "};",
+        profile("kOpenVinoWhole", PROFILES["openvino"]),
+        profile("kOpenVinoPair", PAIR_PROFILES["openvino"]),
+        "// The embedding's tensors: channels, and the grid multiple of their sides (0: no spatial sides).",
+        "struct EmbeddingTensor {",
+        "    int channels, scale;",
+        "};",
+        f"inline constexpr std::array<EmbeddingTensor, {len(embedding)}> kEmbeddingTensors = "
+        f"{{{{{', '.join(embedding)}}}}};",
+        "",
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,16 @@ class SmatImage(ctypes.Structure):
     ]
 
 
+class SmatOptions(ctypes.Structure):
+    _fields_ = [
+        ("backend", ctypes.c_char_p),
+        ("threads", ctypes.c_int32),
+        ("inference_precision", ctypes.c_char_p),
+        ("precision", ctypes.c_char_p),
+        ("max_memory_mb", ctypes.c_double),
+    ]
+
+
 class CError(SmatError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"status {status}: {message}")
@@ -54,6 +64,7 @@ def load_library(path: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
         ("smat_engine_last_error", cp, [vp]),
         ("smat_predictor_last_error", cp, [vp]),
         ("smat_rasterize", ctypes.c_int, [cp, cp, i32, i32, u8p, size]),
+        ("smat_estimate_memory_mb", ctypes.c_int, [cp, i32, i32, i32, ctypes.POINTER(ctypes.c_double)]),
         ("smat_read_image", ctypes.c_int, [cp, i32p, i32p, u8p, size]),
         ("smat_engine_open", ctypes.c_int, [cp, vp, ctypes.POINTER(vp)]),
         ("smat_engine_matte", ctypes.c_int, [vp, vp, cp, cp, i32, f32p, size]),
@@ -88,6 +99,15 @@ def rasterize(lib: ctypes.CDLL, prompts: list, height: int, width: int, base_dir
     return mask
 
 
+def estimate_memory_mb(lib: ctypes.CDLL, role: str, batch: int, height: int, width: int) -> float:
+    """The C++ library's memory model: the predicted peak of one OpenVINO call, in MB."""
+    value = ctypes.c_double()
+    status = lib.smat_estimate_memory_mb(role.encode(), batch, height, width, ctypes.byref(value))
+    if status != SMAT_OK:
+        raise CError(status, lib.smat_last_error().decode())
+    return value.value
+
+
 def read_image(lib: ctypes.CDLL, path: Path) -> np.ndarray:
     width, height = ctypes.c_int32(), ctypes.c_int32()
     status = lib.smat_read_image(str(path).encode(), ctypes.byref(width), ctypes.byref(height), None, 0)
@@ -115,9 +135,10 @@ def image_struct(pixels: np.ndarray) -> SmatImage:
 
 
 class Engine:
-    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+    def __init__(self, lib: ctypes.CDLL, path: Path, max_memory_mb: float = 0.0) -> None:
         self.lib, self.handle = lib, ctypes.c_void_p()
-        status = lib.smat_engine_open(str(path).encode(), None, ctypes.byref(self.handle))
+        options = SmatOptions(None, 0, None, None, max_memory_mb)
+        status = lib.smat_engine_open(str(path).encode(), ctypes.byref(options), ctypes.byref(self.handle))
         if status != SMAT_OK:
             raise CError(status, lib.smat_last_error().decode())
 

@@ -64,6 +64,7 @@ smat::Options options_from(const smat_options* options) {
     out.threads = options->threads;
     if (options->inference_precision) out.inference_precision = options->inference_precision;
     if (options->precision) out.precision = options->precision;
+    out.max_memory_mb = options->max_memory_mb;
     return out;
 }
 
@@ -206,6 +207,14 @@ smat_status smat_read_image(const char* path, int32_t* width, int32_t* height, u
             smat::detail::fail(smat::Status::InvalidArgument, "the pixel buffer holds " + std::to_string(rgb_capacity) +
                                                                   " bytes; this photo needs " + std::to_string(image.pixels.size()));
         std::copy(image.pixels.begin(), image.pixels.end(), rgb);
+    });
+}
+
+smat_status smat_estimate_memory_mb(const char* role, int32_t batch, int32_t height, int32_t width, double* mb) {
+    return guarded<smat_engine>(nullptr, [&] {
+        require(role, "role");
+        require(mb, "mb");
+        *mb = smat::estimate_memory_mb(role, batch, height, width);
     });
 }
 

@@ -46,4 +46,19 @@ inline constexpr std::array<Precision, 5> kPrecisions = {{
     {"int8_cpu", "smat_int8_cpu.onnx", "smat_encoder_int8_cpu.onnx", "smat_decoder_int8_cpu.onnx"},
 }};
 
+// The memory model (smat_deploy/runtime/memory.py): a call's peak from the padded token grid.
+inline constexpr int kAttentionHeads = 6;
+inline constexpr int kDecoderScale = 16;
+inline constexpr double kDefaultMemoryShare = 0.6;
+struct MemoryProfile {
+    double attention_buffers, backbone_channels, decoder_channels, fixed_mb, allocator;
+};
+inline constexpr MemoryProfile kOpenVinoWhole = {0.0, 48.0, 200.0, 60.0, 1.0};
+inline constexpr MemoryProfile kOpenVinoPair = {0.0, 92.0, 200.0, 40.0, 1.0};
+// The embedding's tensors: channels, and the grid multiple of their sides (0: no spatial sides).
+struct EmbeddingTensor {
+    int channels, scale;
+};
+inline constexpr std::array<EmbeddingTensor, 5> kEmbeddingTensors = {{{384, 1}, {384, 0}, {3, 16}, {96, 4}, {256, 2}}};
+
 }  // namespace smat::contract

@@ -56,6 +56,7 @@ Alpha alpha_from(const Tensor& tensor, std::size_t sample, int width, int height
 // -- Engine ---------------------------------------------------------------------------------------------
 struct Engine::Impl {
     ModelInfo info;
+    double max_memory_mb = 0;
     std::unique_ptr<detail::Backend> backend;
 };
 
@@ -84,6 +85,7 @@ Engine Engine::open(const std::string& path, const Options& options) {
         fail(Status::BadModel, detail::file_name(path) + "'s manifest " + manifest.path + " names no SMat role");
     }
     auto impl = std::make_unique<Impl>();
+    impl->max_memory_mb = options.max_memory_mb;
     impl->backend = detail::open_model(path, "whole", options, manifest, impl->info);
     return Engine(std::move(impl));
 }
@@ -108,6 +110,8 @@ std::vector<Alpha> Engine::matte_batch(const std::vector<ImageView>& images, con
                                           ") or one for all, not " + std::to_string(prompts.size()));
     }
     const int width = images.front().width, height = images.front().height;
+    if (width >= info.min_side && height >= info.min_side && width <= info.max_width && height <= info.max_height)
+        detail::check_memory("whole", static_cast<int>(images.size()), height, width, impl_->max_memory_mb);
     std::vector<float> image_data, prompt_data, state_data;
     for (std::size_t i = 0; i < images.size(); ++i) {
         if (images[i].width != width || images[i].height != height) {
@@ -150,6 +154,7 @@ std::size_t Embedding::bytes() const {
 
 struct Predictor::Impl {
     ModelInfo encoder_info, decoder_info;
+    double max_memory_mb = 0;
     std::unique_ptr<detail::Backend> encoder, decoder;
     std::string model_key;
 };
@@ -243,6 +248,7 @@ Predictor Predictor::open(const std::string& path, const Options& options) {
                                    detail::file_name(decoder) + " is " + precision_of(decoder_manifest) + ": " + kRemake);
     }
     auto impl = std::make_unique<Impl>();
+    impl->max_memory_mb = options.max_memory_mb;
     impl->encoder = detail::open_model(encoder, "encoder", options, encoder_manifest, impl->encoder_info);
     impl->decoder = detail::open_model(decoder, "decoder", options, decoder_manifest, impl->decoder_info);
     impl->model_key = key + ":" + options.backend + ":" + precision_of(encoder_manifest) + ":" + options.inference_precision;
@@ -255,6 +261,10 @@ const ModelInfo& Predictor::decoder_info() const { return impl_->decoder_info; }
 Embedding Predictor::embed(const ImageView& image) const {
     if (!impl_) fail(Status::InvalidArgument, "this predictor was moved from");
     std::vector<float> image_data;
+    const auto& limits = impl_->encoder_info;
+    if (image.width >= limits.min_side && image.height >= limits.min_side && image.width <= limits.max_width &&
+        image.height <= limits.max_height)
+        detail::check_memory("pair", 1, image.height, image.width, impl_->max_memory_mb);
     detail::append_image(image, impl_->encoder_info, image_data);
     const detail::Feed feed = {{"image", {{1, 3, image.height, image.width}, image_data.data()}}};
     const auto names = detail::role_outputs("encoder");

@@ -72,6 +72,11 @@ bool append_prompt(const Prompts& prompts, int width, int height, std::vector<fl
 //! The state value for one sample (prepare_state in smat_deploy/runtime/inputs.py).
 float state_value(State state, bool marked, int sample);
 
+// -- memory (src/memory.cpp) -------------------------------------------------------------------------
+//! Refuse a call whose predicted peak (the memory model, `role`: whole or pair) exceeds the budget:
+//! `max_memory_mb` > 0, or 0 for 60% of the available memory plus the resident; < 0 turns the check off.
+void check_memory(const std::string& role, int batch, int height, int width, double max_memory_mb);
+
 // -- images (src/images.cpp) -------------------------------------------------------------------------
 struct Decoded {
     int width = 0, height = 0, channels = 0;  // channels: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA

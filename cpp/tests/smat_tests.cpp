@@ -120,7 +120,7 @@ void test_c_abi_without_models() {
     CHECK(std::strstr(smat_last_error(), "no such folder or file: /nonexistent") != nullptr);
     smat_predictor_close(nullptr);
     smat_embedding_free(nullptr);
-    smat_options options{"tensorrt", 0, nullptr, nullptr};
+    smat_options options{"tensorrt", 0, nullptr, nullptr, 0.0};
     CHECK(smat_engine_open("/nonexistent/smat.onnx", &options, &engine) == SMAT_NOT_FOUND);
     // images
     EXPECT_ERROR(smat::read_image("/nonexistent/photo.jpg"), NotFound, "image not found: /nonexistent/photo.jpg");
@@ -182,6 +182,20 @@ void test_with_models(const std::string& folder) {
     const auto batch = engine.matte_batch({view, second}, {click, {}});
     CHECK(batch.size() == 2 && max_diff(batch[0], expected) < 1e-5f && max_diff(batch[1], engine.matte(second)) < 1e-5f);
     EXPECT_ERROR(engine.matte_batch({view, {rgb2.data(), 30, 45, 0, smat::PixelFormat::RGB8}}, {{}}), InvalidArgument, "must have one size");
+    // the memory gate: a budget too small for this photo is refused in one line before anything runs
+    smat::Options tight;
+    tight.max_memory_mb = 1;
+    const auto small_budget = smat::Engine::open(folder + "/smat.onnx", tight);
+    EXPECT_ERROR(small_budget.matte(view), OutOfMemory, "a 45x30 photo needs about");
+    EXPECT_ERROR(smat::Predictor::open(folder, tight).embed(view), OutOfMemory, "above the memory budget's");
+    // a 48-megapixel camera photo at its own size needs about 50 GB on OpenVINO: over a 20 GB budget it is
+    // refused in one line, never a crash (the default budget is tested from tests/cpp/test_cpp_memory.py)
+    smat::Options twenty;
+    twenty.max_memory_mb = 20000;
+    const auto bounded = smat::Engine::open(folder + "/smat.onnx", twenty);
+    const std::vector<std::uint8_t> camera(static_cast<std::size_t>(8000) * 6000 * 3, 128);
+    EXPECT_ERROR(bounded.matte({camera.data(), 8000, 6000, 0, smat::PixelFormat::RGB8}), OutOfMemory,
+                 "a 8000x6000 photo needs about 50,");
     // the pair: embed once, five clicks; against the whole model
     const auto pair = smat::Predictor::open(folder);
     CHECK(pair.encoder_info().role == "encoder" && pair.decoder_info().role == "decoder");

@@ -39,6 +39,8 @@ const char* kUsage =
     "  --threads N             inference threads (default: the backend's)\n"
     "  --inference-precision P OpenVINO: f32 (default), bf16, f16\n"
     "  --precision NAME        which pair in an export folder (default float32)\n"
+    "  --max-memory-mb MB      memory budget: a photo predicted not to fit is refused (default: 60% of the\n"
+    "                          memory available; this program runs photos at their own size)\n"
     "  --json                  print a JSON summary on stdout\n"
     "  --version               print the library's version\n"
     "  -h, --help              this text\n";
@@ -113,6 +115,7 @@ int main(int argc, char** argv) {
     std::string photo, engine, output, backend = "openvino", inference_precision = "f32", precision = "float32";
     std::vector<std::string> points, boxes, scribbles, masks, prompt_files;
     int radius = 20, threads = 0;
+    double max_memory_mb = 0;
     bool json = false;
     smat::State state = smat::State::Derived;
     try {
@@ -149,6 +152,12 @@ int main(int argc, char** argv) {
                 const long t = std::strtol(v.c_str(), &end, 10);
                 if (v.empty() || *end != '\0' || t < 1 || t > 1024) throw Usage{"--threads must be a whole number >= 1, got '" + v + "'"};
                 threads = static_cast<int>(t);
+            } else if (arg == "--max-memory-mb") {
+                const std::string v = value();
+                char* end = nullptr;
+                const double mb = std::strtod(v.c_str(), &end);
+                if (v.empty() || *end != '\0' || !(mb > 0) || !std::isfinite(mb)) throw Usage{"--max-memory-mb must be a number above 0, got '" + v + "'"};
+                max_memory_mb = mb;
             } else if (arg == "--inference-precision") inference_precision = value();
             else if (arg == "--precision") precision = value();
             else if (arg == "--json") json = true;
@@ -202,6 +211,7 @@ int main(int argc, char** argv) {
         options.threads = threads;
         options.inference_precision = inference_precision;
         options.precision = precision;
+        options.max_memory_mb = max_memory_mb;
         std::vector<smat::Alpha> alphas;
         std::string model;
         const bool pair = is_dir(engine) || several;

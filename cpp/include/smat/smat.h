@@ -69,6 +69,8 @@ typedef struct smat_options {
     int32_t threads;                 /* 0: the backend's default */
     const char* inference_precision; /* NULL: "f32" (also "bf16", "f16") */
     const char* precision;           /* smat_predictor_open on a folder: NULL "float32", or "float32_cpu", "fp16", ... */
+    double max_memory_mb;            /* a call's memory budget: 0 60% of the available memory (+ resident), < 0 no check;
+                                        a photo predicted not to fit is refused with SMAT_OUT_OF_MEMORY before it runs */
 } smat_options;
 
 typedef struct smat_engine smat_engine;
@@ -102,6 +104,9 @@ void smat_embedding_free(smat_embedding* embedding);
 /* A PNG or JPEG photo read as smat-deploy reads it (8-bit RGB, EXIF orientation applied): call with
  * rgb = NULL to learn the size, then with a buffer of at least width * height * 3 bytes. */
 smat_status smat_read_image(const char* path, int32_t* width, int32_t* height, uint8_t* rgb, size_t rgb_capacity);
+
+/* The predicted peak memory in MB of one OpenVINO call (role "whole", "encoder", "decoder" or "pair"). */
+smat_status smat_estimate_memory_mb(const char* role, int32_t batch, int32_t height, int32_t width, double* mb);
 
 /* The prompt mask smat-deploy draws for `prompts_json` at width x height: mask[y * width + x] is 0 or 1. */
 smat_status smat_rasterize(const char* prompts_json, const char* base_dir, int32_t width, int32_t height, uint8_t* mask,

@@ -111,7 +111,16 @@ struct Options {
     int threads = 0;                               //!< inference threads; 0: the backend's default
     std::string inference_precision = "f32";       //!< OpenVINO: f32 (default), bf16 or f16
     std::string precision = "float32";             //!< Predictor::open on a folder: which pair (float32, float32_cpu, ...)
+    //! Memory budget in MB for one call (the whole model's run, or the pair's embed and clicks): a photo whose
+    //! predicted peak does not fit is refused (Status::OutOfMemory) before anything runs. 0: 60% of the
+    //! memory available plus what the process holds (smat-deploy's default); below 0: no check.
+    double max_memory_mb = 0;
 };
+
+//! The predicted peak memory, in MB, of one OpenVINO call on `batch` photos of `width` x `height`: role
+//! "whole" (the whole model), "encoder", "decoder", or "pair" (an embed, or a click with the embedding held).
+//! The memory model of smat_deploy/runtime/memory.py, with its calibrated OpenVINO coefficients.
+double estimate_memory_mb(const std::string& role, int batch, int height, int width);
 
 //! Backends compiled into this library ("openvino" always; others where CMake found their SDK).
 std::vector<std::string> backends();
