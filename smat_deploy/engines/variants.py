@@ -287,7 +287,7 @@ def make_variant(
             log("float32 for ONNX Runtime CPU: fused attention, GELU and LayerNorm kernels; split concat convolutions")
             rewrites = run_isolated("CPU graph rewrite", cpu_graph.make_cpu_graph, float32_onnx, tmp)
         elif kind == "fp16":
-            log("FP16: Model Optimizer AutoCast (float32 I/O; LayerNorm, Softmax, reductions in float32)")
+            log("FP16: Model Optimizer AutoCast (float32 I/O; LayerNorm, Softmax, reductions, shape math in float32)")
             run_isolated("FP16 conversion", fp16.convert_fp16, float32_onnx, tmp, _fp16_calibration(calibration))
         else:
             budget_report, gate = _quantize_within_budget(
