@@ -74,7 +74,17 @@ def render() -> str:
         lines.append(
             f'    {{"{name}", "{precision.file}", "{C.pair_file("encoder", name)}", "{C.pair_file("decoder", name)}"}},'
         )
-    lines += ["}};", "", *_memory_lines(), "}  // namespace smat::contract", ""]
+    aliases = ", ".join(f'{{"{alias}", "{name}"}}' for alias, name in C.PRECISION_ALIASES.items())
+    lines += [
+        "}};",
+        "// Other spellings of a precision and the precision each means (PRECISION_ALIASES).",
+        f"inline constexpr std::array<std::array<std::string_view, 2>, {len(C.PRECISION_ALIASES)}> kPrecisionAliases = "
+        f"{{{{{aliases}}}}};",
+        "",
+        *_memory_lines(),
+        "}  // namespace smat::contract",
+        "",
+    ]
     return "\n".join(lines)
 
 

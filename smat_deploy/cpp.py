@@ -134,6 +134,20 @@ def image_struct(pixels: np.ndarray) -> SmatImage:
     )
 
 
+def _alpha_call(
+    call, last_error, handle, source, shape: tuple[int, int], prompts: list | None, state: int
+) -> np.ndarray:
+    """``smat_engine_matte`` or ``smat_predictor_predict`` on ``source`` (an image or an embedding) into a new
+    ``shape`` alpha; a failure raises :class:`CError` with the handle's message."""
+    alpha = np.zeros(shape, np.float32)
+    status = call(
+        handle, source, _prompts(prompts), None, state, alpha.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), alpha.size
+    )
+    if status != SMAT_OK:
+        raise CError(status, last_error(handle).decode())
+    return alpha
+
+
 class Engine:
     def __init__(self, lib: ctypes.CDLL, path: Path, max_memory_mb: float = 0.0) -> None:
         self.lib, self.handle = lib, ctypes.c_void_p()
@@ -144,20 +158,16 @@ class Engine:
 
     def matte(self, pixels: np.ndarray, prompts: list | None = None, state: int = -1) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels)
-        alpha = np.zeros(pixels.shape[:2], np.float32)
         image = image_struct(pixels)
-        status = self.lib.smat_engine_matte(
+        return _alpha_call(
+            self.lib.smat_engine_matte,
+            self.lib.smat_engine_last_error,
             self.handle,
             ctypes.byref(image),
-            _prompts(prompts),
-            None,
+            pixels.shape[:2],
+            prompts,
             state,
-            alpha.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            alpha.size,
         )
-        if status != SMAT_OK:
-            raise CError(status, self.lib.smat_engine_last_error(self.handle).decode())
-        return alpha
 
     def close(self) -> None:
         self.lib.smat_engine_close(self.handle)
@@ -181,19 +191,15 @@ class Predictor:
 
     def predict(self, embedded, prompts: list | None = None, state: int = -1) -> np.ndarray:
         handle, shape, _ = embedded
-        alpha = np.zeros(shape, np.float32)
-        status = self.lib.smat_predictor_predict(
+        return _alpha_call(
+            self.lib.smat_predictor_predict,
+            self.lib.smat_predictor_last_error,
             self.handle,
             handle,
-            _prompts(prompts),
-            None,
+            shape,
+            prompts,
             state,
-            alpha.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            alpha.size,
         )
-        if status != SMAT_OK:
-            raise CError(status, self.lib.smat_predictor_last_error(self.handle).decode())
-        return alpha
 
     def free(self, embedded) -> None:
         self.lib.smat_embedding_free(embedded[0])

@@ -45,6 +45,8 @@ inline constexpr std::array<Precision, 5> kPrecisions = {{
     {"int8", "smat_int8.onnx", "smat_encoder_int8.onnx", "smat_decoder_int8.onnx"},
     {"int8_cpu", "smat_int8_cpu.onnx", "smat_encoder_int8_cpu.onnx", "smat_decoder_int8_cpu.onnx"},
 }};
+// Other spellings of a precision and the precision each means (PRECISION_ALIASES).
+inline constexpr std::array<std::array<std::string_view, 2>, 3> kPrecisionAliases = {{{"float16", "fp16"}, {"cpu", "float32_cpu"}, {"fp32", "float32"}}};
 
 // The memory model (smat_deploy/runtime/memory.py): a call's peak from the padded token grid.
 inline constexpr int kAttentionHeads = 6;

@@ -16,11 +16,17 @@ std::unique_ptr<Backend> open_openvino(const std::string& path, const Options& o
 
 std::vector<std::string> backend_names() { return {"openvino"}; }
 
-std::unique_ptr<Backend> open_backend(const std::string& path, const Options& options) {
-    if (options.backend == "openvino") return open_openvino(path, options);
+namespace {
+std::string built_backends() {
     std::string built;
     for (const auto& name : backend_names()) built += (built.empty() ? "" : ", ") + name;
-    fail(Status::Unsupported, "backend '" + options.backend + "' is not built into this library (built: " + built + ")");
+    return built;
+}
+}  // namespace
+
+std::unique_ptr<Backend> open_backend(const std::string& path, const Options& options) {
+    if (options.backend == "openvino") return open_openvino(path, options);
+    fail(Status::Unsupported, "backend '" + options.backend + "' is not built into this library (built: " + built_backends() + ")");
 }
 
 namespace {
@@ -72,7 +78,8 @@ Engine Engine::open(const std::string& path, const Options& options) {
     }
     if (!detail::is_file(path)) fail(Status::NotFound, "engine not found: " + path);
     if (detail::suffix(path) != ".onnx") {
-        fail(Status::Unsupported, detail::file_name(path) + ": this library reads .onnx models (backends built: openvino)");
+        fail(Status::Unsupported,
+             detail::file_name(path) + ": this library reads .onnx models (backends built: " + detail::built_backends() + ")");
     }
     const auto manifest = detail::read_manifest(path);
     const std::string role = detail::manifest_role(manifest);
@@ -167,10 +174,9 @@ Predictor::~Predictor() = default;
 namespace {
 const std::string kRemake = "export both again with smat-deploy export --interactive";
 
-std::string canonical_precision(const std::string& name) {  // contract.PRECISION_ALIASES
-    if (name == "float16") return "fp16";
-    if (name == "cpu") return "float32_cpu";
-    if (name == "fp32") return "float32";
+std::string canonical_precision(const std::string& name) {  // contract.canonical_precision
+    for (const auto& [alias, precision] : contract::kPrecisionAliases)
+        if (alias == name) return std::string(precision);
     return name;
 }
 

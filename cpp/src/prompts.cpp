@@ -169,6 +169,18 @@ std::string type_name(const nlohmann::json& value) {
     return "dict";
 }
 
+std::vector<std::pair<double, double>> scribble_points(const nlohmann::json& points, const std::string& where) {
+    if (!points.is_array() || points.empty()) fail(Status::BadPrompt, where + " must be a non-empty list of [x, y] pairs");
+    std::vector<std::pair<double, double>> out;
+    for (std::size_t i = 0; i < points.size(); ++i) {
+        const auto& pair = points[i];
+        const std::string item = where + "[" + std::to_string(i) + "]";
+        if (!pair.is_array() || pair.size() != 2) fail(Status::BadPrompt, item + " must be an [x, y] pair, got " + repr(pair));
+        out.emplace_back(number(pair[0], item + "[0]"), number(pair[1], item + "[1]"));
+    }
+    return out;
+}
+
 Prompt parse_one(const nlohmann::json& obj, const std::string& where, const std::string& base_dir) {
     if (!obj.is_object()) fail(Status::BadPrompt, where + " must be an object with a \"type\", got " + type_name(obj));
     static const std::vector<std::pair<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>>> kFields = {
@@ -218,15 +230,7 @@ Prompt parse_one(const nlohmann::json& obj, const std::string& where, const std:
         Scribble s;
         s.width = contract::kDefaultScribbleWidth;
         if (obj.contains("width")) s.width = integer(obj["width"], where + ".width");
-        const auto& points = obj["points"];
-        const std::string at = where + ".points";
-        if (!points.is_array() || points.empty()) fail(Status::BadPrompt, at + " must be a non-empty list of [x, y] pairs");
-        for (std::size_t i = 0; i < points.size(); ++i) {
-            const auto& pair = points[i];
-            const std::string item = at + "[" + std::to_string(i) + "]";
-            if (!pair.is_array() || pair.size() != 2) fail(Status::BadPrompt, item + " must be an [x, y] pair, got " + repr(pair));
-            s.points.emplace_back(number(pair[0], item + "[0]"), number(pair[1], item + "[1]"));
-        }
+        s.points = scribble_points(obj["points"], where + ".points");
         return s;
     }
     const auto& path = obj["path"];
@@ -251,13 +255,25 @@ std::vector<std::uint8_t> rasterize(const Prompts& prompts, int width, int heigh
     return mask;
 }
 
-Prompts parse_prompts(const std::string& json_text, const std::string& base_dir) {
-    nlohmann::json data;
+namespace {
+nlohmann::json parse_json(const std::string& text, const std::string& where) {
     try {
-        data = nlohmann::json::parse(json_text);
+        return nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error& err) {
-        detail::fail(Status::BadPrompt, std::string("malformed prompt JSON: ") + err.what());
+        fail(Status::BadPrompt, "malformed prompt JSON" + where + ": " + err.what());
     }
+}
+
+//! A prompt file's JSON (prompts.py's _read_json): "prompt file not found", or "malformed prompt JSON in PATH".
+nlohmann::json read_json_file(const std::string& path) {
+    std::ifstream file(path, std::ios::binary);
+    if (!file) fail(Status::NotFound, "prompt file not found: " + path);
+    std::stringstream text;
+    text << file.rdbuf();
+    return parse_json(text.str(), " in " + path);
+}
+
+Prompts parse_list(const nlohmann::json& data, const std::string& base_dir) {
     Prompts prompts;
     if (data.is_array()) {
         for (std::size_t i = 0; i < data.size(); ++i)
@@ -267,22 +283,30 @@ Prompts parse_prompts(const std::string& json_text, const std::string& base_dir)
     }
     return prompts;
 }
+}  // namespace
+
+Prompts parse_prompts(const std::string& json_text, const std::string& base_dir) {
+    return parse_list(parse_json(json_text, ""), base_dir);
+}
 
 Prompts load_prompt_file(const std::string& path) {
-    std::ifstream file(path, std::ios::binary);
-    if (!file) detail::fail(Status::NotFound, "prompt file not found: " + path);
-    std::stringstream text;
-    text << file.rdbuf();
     const auto slash = path.find_last_of('/');
-    const std::string folder = slash == std::string::npos ? "." : path.substr(0, slash);
-    try {
-        return parse_prompts(text.str(), folder);
-    } catch (const Error& err) {
-        const std::string prefix = "malformed prompt JSON: ";
-        std::string message = err.what();
-        if (message.rfind(prefix, 0) == 0) message = "malformed prompt JSON in " + path + ": " + message.substr(prefix.size());
-        throw Error(err.status(), message);
+    return parse_list(read_json_file(path), slash == std::string::npos ? "." : path.substr(0, slash));
+}
+
+Scribble load_scribble_file(const std::string& path, int width) {
+    nlohmann::json data = read_json_file(path);
+    const std::string where = "scribble " + path;
+    if (data.is_object()) {  // {"type": "scribble", **data}: the file's own keys win
+        if (!data.contains("type")) data["type"] = "scribble";
+        const Prompt prompt = parse_one(data, where, ".");
+        if (const auto* scribble = std::get_if<Scribble>(&prompt)) return *scribble;
+        fail(Status::BadPrompt, where + " is not a scribble");
     }
+    Scribble scribble;
+    scribble.points = scribble_points(data, where);
+    scribble.width = width;
+    return scribble;
 }
 
 }  // namespace smat

@@ -89,26 +89,6 @@ std::string escape(const std::string& text) {
     return out;
 }
 
-smat::Scribble read_scribble(const std::string& path) {
-    // the same file `smat-deploy matte --scribble` reads: a list of points, or an object with points/width
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) throw smat::Error(smat::Status::NotFound, "prompt file not found: " + path);
-    std::string text;
-    char buffer[4096];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) text.append(buffer, n);
-    std::fclose(f);
-    std::size_t first = text.find_first_not_of(" \t\r\n");
-    const bool object = first != std::string::npos && text[first] == '{';
-    const std::string wrapped = object ? text : "{\"points\": " + text + "}";
-    // hand it to the prompt parser as a scribble object
-    std::string json = wrapped;
-    const auto brace = json.find('{');
-    json.insert(brace + 1, "\"type\": \"scribble\", ");
-    auto prompts = smat::parse_prompts(json, ".");
-    return std::get<smat::Scribble>(prompts.at(0));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,7 +177,7 @@ int main(int argc, char** argv) {
                 const auto v = numbers(b, 4, "--box");
                 prompts.push_back(smat::Box{v[0], v[1], v[2], v[3]});
             }
-            for (const auto& s : scribbles) prompts.push_back(read_scribble(s));
+            for (const auto& s : scribbles) prompts.push_back(smat::load_scribble_file(s));
             for (const auto& m : masks) {
                 smat::MaskPrompt mask;
                 mask.path = m;

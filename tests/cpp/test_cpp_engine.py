@@ -180,3 +180,33 @@ def test_the_cpp_test_program_passes_on_the_tiny_models(cpp_build, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert ", 0 failed" in result.stdout
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_scribble_files_are_read_as_smat_deploy_reads_them(cpp_build, tmp_path, dark_photo, make_tiny_onnx):
+    """A list of points (default width) and an object with its own width: the tiny model's alpha is exactly 1
+    where Python's scribble marks and below 1 elsewhere."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(dark_photo).save(photo)
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "list.json").write_text(json.dumps([[3.5, 4], [40, 30.5], [50, 2]]))
+    (tmp_path / "object.json").write_text(json.dumps({"points": [[10, 30], [45.5, 8]], "width": 8}))
+    for name in ("list.json", "object.json"):
+        out = tmp_path / f"{name}.png"
+        result = _run(cpp_build, str(photo), "-e", str(model), "--scribble", str(tmp_path / name), "-o", str(out))
+        assert result.returncode == 0, result.stderr
+        mask = P.rasterize([P.load_scribble_file(tmp_path / name)], dark_photo.shape[:2])
+        np.testing.assert_array_equal(np.asarray(Image.open(out)) == 255, mask == 1, err_msg=name)
+    (tmp_path / "bad.json").write_text(json.dumps({"points": [[1, 2]], "colour": 3}))
+    _one_line(
+        _run(
+            cpp_build,
+            str(photo),
+            "-e",
+            str(model),
+            "--scribble",
+            str(tmp_path / "bad.json"),
+            "-o",
+            str(tmp_path / "b.png"),
+        ),
+        f"scribble {tmp_path / 'bad.json'} (scribble) has unknown field(s) colour",
+    )

@@ -199,6 +199,9 @@ std::vector<std::uint8_t> rasterize(const Prompts& prompts, int width, int heigh
 Prompts parse_prompts(const std::string& json_text, const std::string& base_dir = ".");
 //! A JSON prompt file read and parsed (mask paths relative to the file's folder).
 Prompts load_prompt_file(const std::string& path);
+//! A scribble file (what `smat-deploy matte --scribble` reads): a JSON list of [x, y] points drawn `width`
+//! pixels wide, or an object {"points": [...], "width": W}.
+Scribble load_scribble_file(const std::string& path, int width = 5);
 
 // -- images -------------------------------------------------------------------------------------------
 //! A PNG or JPEG file as smat-deploy reads photos: 8-bit RGB, its EXIF orientation applied.
