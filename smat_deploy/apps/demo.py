@@ -26,7 +26,6 @@ from smat_deploy._table import format_table, markdown_table
 from smat_deploy.apps.figures import save_heatmap, save_overlay
 from smat_deploy.contract import PROMPT_KINDS, manifest_path_for, pair_file, read_manifest
 from smat_deploy.data.cases import standard_cases
-from smat_deploy.data.parity_sets import shared_photos_dir
 from smat_deploy.data.synthetic import make_composite
 from smat_deploy.engines.tensorrt_build import tensorrt_status
 from smat_deploy.errors import SmatError
@@ -60,7 +59,7 @@ class DemoConfig:
     bench_size: int = 518
     iters: int = 3
     reuse: bool = False
-    parity_data: Path | None = None  # None: the shared photos when present, else generated composites
+    parity_data: Path | None = None  # None: the bundled set (scikit-image's held-out photos + composites)
     parity_limit: int = 1
 
 
@@ -259,10 +258,11 @@ def _variants(config: DemoConfig, float32: Engine, source: dict, log: Log) -> tu
 
 
 def _holdout_photos(config: DemoConfig) -> Path | None:
-    """Photos the INT8 budget is measured on: the parity stage's photo folder (a calibration set is not held out)."""
-    if config.parity_data is not None:
-        return None if (config.parity_data / "index.json").is_file() else config.parity_data
-    return shared_photos_dir()
+    """Photos the INT8 budget is measured on: the parity stage's photo folder (a calibration set is not held out);
+    None: the bundled held-out photos, which the parity stage's default set holds too."""
+    if config.parity_data is not None and not (config.parity_data / "index.json").is_file():
+        return config.parity_data
+    return None
 
 
 def _sample(seed: int):

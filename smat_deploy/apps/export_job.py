@@ -8,6 +8,7 @@ hold-out folder and the calibration set are checked before a minute goes into th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,6 @@ from smat_deploy.data.calibration import (
     build_calibration_set,
     load_calibration_set,
 )
-from smat_deploy.data.parity_sets import shared_photos_dir
 from smat_deploy.engines.int8_budget import Budget, BudgetReport
 from smat_deploy.engines.pair_variants import PairVariantReport, make_pair_variant
 from smat_deploy.engines.variants import VariantReport, make_variant
@@ -59,7 +59,7 @@ class ExportJob:
     calib: Path | None = None
     engines_dir: Path = Path("engines")
     budget: Budget = field(default_factory=Budget)
-    #: Extra held-out photos for the INT8 budget; None: the shared photos when present.
+    #: Held-out photos for the INT8 budget; None: scikit-image's bundled held-out photos (the same everywhere).
     holdout_photos: Path | None = None
     #: Also the interactive pair: smat_encoder.onnx (once per photo) and smat_decoder.onnx (once per prompt).
     interactive: bool = False
@@ -72,6 +72,8 @@ class ExportResult:
     tolerance: float
     #: The interactive pair's variants (``--interactive`` with ``--cpu``/``--fp16``/``--int8``), in the same order.
     pair_variants: list[PairVariantReport] = field(default_factory=list)
+    #: Seconds per stage of the whole job: calibration set, float32 export, each variant (and pair variant).
+    seconds: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         report = self.export
@@ -86,6 +88,9 @@ class ExportResult:
                     "engine": v.engine,
                     "notes": v.notes,
                     "int8_budget": None if v.budget is None else v.budget.as_dict(),
+                    "precision_shares": v.shares,
+                    "tensorrt_fusion": v.fusion,
+                    "stage_seconds": {k: round(t, 1) for k, t in v.stages.items()},
                 }
                 for v in self.variants
             ],
@@ -98,6 +103,7 @@ class ExportResult:
             "golden": None if report.golden is None else [str(p) for p in report.golden],
             "interactive": None if report.pair is None else report.pair.as_dict(),
             "interactive_variants": [v.as_dict() for v in self.pair_variants],
+            "stage_seconds": {k: round(t, 1) for k, t in self.seconds.items()},
         }
 
     def _checked(self, parity: ParityReport | None, what: str) -> str:
@@ -128,11 +134,22 @@ class ExportResult:
                 lines.append("golden data for the pair: " + ", ".join(str(p[0].parent) for p in pair.golden.values()))
         if self.variants:
             lines.append(format_table([variant_row(v) for v in self.variants]))
+            shares = [shares_row(v.path.name, v.shares) for v in self.variants if v.shares is not None]
+            if shares:
+                lines.append(
+                    "\nwhat each file computes in (shares of its FLOPs and activation bytes; TensorRT runs these types)"
+                )
+                lines.append(format_table(shares))
             for v in self.variants:
                 if v.budget is not None:
                     lines.append(f"\n{v.path.name}: sensitivity report ({v.budget.measured_on})")
                     lines.append(format_table(sensitivity_rows(v.budget)))
                     lines.append(budget_summary(v.budget))
+                if v.fusion is not None:
+                    ops = ", ".join(f"{n} {op}" for op, n in v.fusion["int8_ops"].items())
+                    lines.append(f"TensorRT fusion check passed: int8 kernels for {ops}")
+                if v.stages:
+                    lines.append(f"{v.path.name} made in {v.seconds:.0f}s: " + stages_text(v.stages))
             lines.extend(sorted({note for v in self.variants for note in v.notes}))
         if self.pair_variants:
             lines.append("\ninteractive pair variants (accuracy end to end: encoder -> decoder vs smat.onnx)")
@@ -143,6 +160,8 @@ class ExportResult:
                     lines.append(format_table(sensitivity_rows(v.budget)))
                     lines.append(budget_summary(v.budget))
             lines.extend(sorted({note for v in self.pair_variants for note in v.notes}))
+        if len(self.seconds) > 1:
+            lines.append(f"\nstages: {stages_text(self.seconds)}; total {sum(self.seconds.values()):.0f}s")
         return "\n".join(lines)
 
 
@@ -158,6 +177,25 @@ def variant_row(v: VariantReport) -> dict:
         "Grad": v.accuracy["Grad"],
         "measured_on": f"{v.accuracy['samples']} {MEASURED_ON.get(v.kind, 'held-out')}",
     }
+
+
+def shares_row(name: str, shares: dict) -> dict:
+    """One file's FLOP and activation-byte shares per type (:func:`~smat_deploy.engines.shares.precision_shares`)."""
+    flops, act = shares["flops"], shares["activation_bytes"]
+    return {
+        "file": name,
+        "GFLOP": shares["gflops"],
+        "FLOPs int8/fp16/fp32": " / ".join(f"{flops[k]:.1%}" for k in ("int8", "fp16", "fp32")),
+        "activation MB": shares["activation_mb"],
+        "bytes int8/fp16/fp32": " / ".join(f"{act[k]:.1%}" for k in ("int8", "fp16", "fp32")),
+        "attention fp16": f"{shares['attention_products']['fp16']:.0%}",
+        "at": shares["measured_at"],
+    }
+
+
+def stages_text(stages: dict) -> str:
+    """``stage 12s, stage 3s`` in the order the stages ran."""
+    return ", ".join(f"{name.replace('_', ' ')} {seconds:.0f}s" for name, seconds in stages.items())
 
 
 def pair_variant_row(v: PairVariantReport) -> dict:
@@ -241,8 +279,13 @@ def run_export(job: ExportJob, log: Log = lambda message: None) -> ExportResult:
     """
     if job.holdout_photos is not None and not job.holdout_photos.is_dir():
         raise SmatError(f"--holdout-photos: no such folder: {job.holdout_photos}")
-    photos = job.holdout_photos if job.holdout_photos is not None else shared_photos_dir()
+    photos = job.holdout_photos
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
     calibration = calibration_set(job.calib, log) if job.variants else None
+    if calibration is not None:
+        seconds["calibration_set"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     report = export_float32(
         checkpoint=job.checkpoint,
         output_dir=job.output_dir,
@@ -254,8 +297,10 @@ def run_export(job: ExportJob, log: Log = lambda message: None) -> ExportResult:
         interactive=job.interactive,
         log=log,
     )
+    seconds["float32_export"] = time.perf_counter() - clock
     variants, pair_variants = [], []
     for kind in job.variants:
+        clock = time.perf_counter()
         variants.append(
             make_variant(
                 kind,
@@ -267,10 +312,13 @@ def run_export(job: ExportJob, log: Log = lambda message: None) -> ExportResult:
                 log=log,
             )
         )
+        seconds[kind] = time.perf_counter() - clock
         if job.interactive:
+            clock = time.perf_counter()
             pair_variants.append(
                 make_pair_variant(
                     kind, report.onnx_path.parent, calibration, budget=job.budget, holdout_photos=photos, log=log
                 )
             )
-    return ExportResult(report, variants, job.tolerance, pair_variants)
+            seconds[f"{kind}_pair"] = time.perf_counter() - clock
+    return ExportResult(report, variants, job.tolerance, pair_variants, seconds)

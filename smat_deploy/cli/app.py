@@ -118,6 +118,10 @@ COMMANDS: dict[str, Command] = {
         "Benchmark engines side by side: latency p50/p90/p99, images/s, peak memory, accuracy vs the reference.",
         _TORCH,
     ),
+    "fusion-check": Command(
+        "smat_deploy.cli.fusion_check:fusion_check",
+        "Check an INT8 ONNX file against TensorRT's Q/DQ fusion rules (DQ feeds its op directly, fp16 scales).",
+    ),
     "sizes": Command(
         "smat_deploy.cli.sizes:sizes_command",
         "How photos of given sizes run on an engine here: the size it runs at, predicted peak memory, the budget.",

@@ -79,12 +79,16 @@ def demo(
     parity_data: Annotated[
         Path | None,
         typer.Option(
-            help="Data for the parity stage (as parity --data). Default: the shared photos when present, "
-            "else generated composites (never the calibration set)."
+            help="Data for the parity stage (as parity --data). Default: the bundled set, scikit-image's held-out "
+            "photos and generated composites, the same on every machine (never the calibration set)."
         ),
     ] = None,
     parity_limit: Annotated[
-        int, typer.Option(help=f"Images for the parity stage (x {len(PROMPT_KINDS)} prompt kinds, per engine).")
+        int,
+        typer.Option(
+            help=f"Images for the parity stage (x {len(PROMPT_KINDS)} prompt kinds, per engine); with the default "
+            "data, photos and composites each."
+        ),
     ] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of text.")] = False,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,8 @@ EPILOG = """Examples:
 
 INT8 files are held to an accuracy budget against float32 (default mean |alpha diff| <= 5e-3 and
 max <= 0.05) on held-out images the quantiser never saw: generated composites plus --holdout-photos
-(default: ../shared/data/matting when present). Each layer group's sensitivity is measured, and the
+(default: the real photos scikit-image bundles that calibration does not use, the same on every
+machine). Each layer group's sensitivity is measured, and the
 most sensitive groups return to float until the budget holds; at least --min-int8-share of the weight
 FLOPs must stay int8. A file that cannot meet its budget is not written (exit 1; any older file is kept).
 """
@@ -82,7 +84,8 @@ def export_command(
         Path | None,
         typer.Option(
             help="Held-out photos (with or without alpha) the INT8 budget is also measured on. "
-            "Default: ../shared/data/matting when present, else generated composites only."
+            "Default: the real photos scikit-image bundles that no default calibration set holds (camera, retina, "
+            "hubble_deep_field, immunohistochemistry, coins)."
         ),
     ] = None,
     interactive: Annotated[
@@ -112,7 +115,12 @@ def export_command(
         holdout_photos=holdout_photos,
         interactive=interactive,
     )
-    log = (lambda message: None) if json_output else (lambda message: typer.echo(message, err=True))
+    start = time.perf_counter()
+
+    def log(message: str) -> None:  # each step with the time since the start: where the minutes go
+        if not json_output:
+            typer.echo(f"[{time.perf_counter() - start:6.1f}s] {message}", err=True)
+
     result = run_export(job, log=log)
     if json_output:
         print_json("export", result.as_dict())

@@ -44,7 +44,8 @@ EPILOG = f"""Examples:
 
 Data: --data is a calibration set (index.json) or a photo folder (image/ + alpha/ with matching stems, \
 or photos with their alpha beside them named NAME_alpha / NAME_truth / alpha_NAME). Without --data: \
-calib_data/ when built, else ../shared/data/matting when present, else two generated composites.
+calib_data/ when built, else the bundled set: the 5 real photos scikit-image ships that calibration \
+does not use, and two generated composites (the same on every machine).
 
 Default tolerances (max/mean |diff| against the reference) by the engine's precision: {_DEFAULTS}. \
 INT8 defaults are the gate the export checked against float32; an INT8 file exported with another \

@@ -54,6 +54,15 @@ BUILTIN_PHOTOS = (
     ("coffee", "coffee.png", "CC0 (Rachel Michetti)"),
     ("rocket", "rocket.jpg", "public domain (SpaceX)"),
 )
+#: Real photos in the same wheel that no default calibration set holds: the default held-out photos of the INT8
+#: budget (``export --holdout-photos``) and of ``parity`` and the demo, the same on every machine.
+HOLDOUT_PHOTOS = (
+    ("camera", "camera.png", "CC0 (Lav Varshney)"),
+    ("retina", "retina.jpg", "CC0 (Häggström, Mikael)"),
+    ("hubble_deep_field", "hubble_deep_field.jpg", "public domain (NASA)"),
+    ("immunohistochemistry", "ihc.png", "no known copyright restrictions"),
+    ("coins", "coins.png", "no known copyright restrictions"),
+)
 
 
 @dataclass(frozen=True)
@@ -95,24 +104,30 @@ def _square(image: np.ndarray, size: int) -> np.ndarray:
     return resized[top : top + size, left : left + size].astype(np.float32)
 
 
-def _builtin_photos(size: int) -> list[tuple[str, np.ndarray, str]]:
-    """(name, photo, origin) for each of :data:`BUILTIN_PHOTOS`, read from the installed scikit-image."""
-    hint = "pip install scikit-image, or leave the built-in photos out (--no-builtin-photos)"
+def bundled_photo(filename: str, hint: str = "pip install scikit-image") -> np.ndarray:
+    """One photo scikit-image's wheel ships (``skimage/data/``), as float32 RGB; read, never downloaded."""
     try:
         folder = importlib.resources.files("skimage.data")
     except ModuleNotFoundError:
-        raise SmatError(
-            f"the built-in calibration photos come with scikit-image, which is not installed: {hint}"
-        ) from None
-    photos = []
-    for function, filename, licence in BUILTIN_PHOTOS:
-        resource = folder / filename
-        if not resource.is_file():
-            raise SmatError(f"scikit-image's bundled photo {filename} is missing: {hint}")
-        with importlib.resources.as_file(resource) as path:
-            photo = _square(image_io.load_image(path), size)
-        photos.append((f"photo_skimage_{function}", photo, f"scikit-image skimage.data.{function}(): {licence}"))
-    return photos
+        raise SmatError(f"the bundled photos come with scikit-image, which is not installed: {hint}") from None
+    resource = folder / filename
+    if not resource.is_file():
+        raise SmatError(f"scikit-image's bundled photo {filename} is missing: {hint}")
+    with importlib.resources.as_file(resource) as path:
+        return image_io.load_image(path)
+
+
+def _builtin_photos(size: int) -> list[tuple[str, np.ndarray, str]]:
+    """(name, photo, origin) for each of :data:`BUILTIN_PHOTOS`, read from the installed scikit-image."""
+    hint = "pip install scikit-image, or leave the built-in photos out (--no-builtin-photos)"
+    return [
+        (
+            f"photo_skimage_{function}",
+            _square(bundled_photo(filename, hint), size),
+            f"scikit-image skimage.data.{function}(): {licence}",
+        )
+        for function, filename, licence in BUILTIN_PHOTOS
+    ]
 
 
 def _user_photos(folder: Path, size: int) -> list[tuple[str, np.ndarray, str]]:

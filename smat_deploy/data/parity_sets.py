@@ -11,8 +11,10 @@ Sources (``data``):
 - a **photo folder**: either the folder-dataset layout (``image/`` + ``alpha/`` with matching stems,
   or ``images/`` + ``alphas/``, ``original/`` + ``mask/``, ``merged/`` + ``alpha/``), or any tree of
   photos with their ground truth beside them, found by name (see :func:`scan_photo_folder`);
-- ``None``: ``calib_data/`` when it has been built, else ``../shared/data/matting`` beside the
-  repository when present, else :data:`SYNTHETIC_COUNT` generated composites with exact alpha.
+- ``None``: ``calib_data/`` when it has been built, else the **bundled set** (:func:`bundled_data`): the real
+  photos scikit-image's wheel ships that no default calibration set holds
+  (:data:`~smat_deploy.data.calibration.HOLDOUT_PHOTOS`) and :data:`SYNTHETIC_COUNT` generated composites with
+  exact alpha, the same on every machine.
 
 Prompts: from the ground-truth alpha when there is one (:func:`~smat_deploy.data.cases.prompt_from_alpha`),
 else on the central region (the middle 40 % of each side), as the calibration set does for photos.
@@ -100,16 +102,6 @@ def parse_prompt_kinds(prompts: str | Sequence[str]) -> tuple[str, ...]:
     if unknown := sorted(set(kinds) - set(PROMPT_KINDS)):
         raise SmatError(f"unknown prompt kind(s) {', '.join(unknown)}: expected some of {','.join(PROMPT_KINDS)}")
     return tuple(kind for kind in PROMPT_KINDS if kind in kinds)
-
-
-def shared_photos_dir() -> Path | None:
-    """``../shared/data/matting`` beside the working directory or beside this repository, when present."""
-    repo_root = Path(__file__).resolve().parents[2]
-    for base in (Path.cwd().parent, repo_root.parent):
-        candidate = base / "shared" / "data" / "matting"
-        if candidate.is_dir():
-            return candidate
-    return None
 
 
 def derived_prompt(alpha: np.ndarray | None, shape: tuple[int, int], kind: str) -> np.ndarray:
@@ -300,9 +292,7 @@ def synthetic_data(
 ) -> ParityData:
     """``count`` composites (alternately square and 4:3) with exact alpha, at the working size."""
     side = max_size or DEFAULT_MAX_SIZE
-    data = ParityData(
-        f"{count} generated composites with exact alpha (no calibration set or photos found)", "synthetic"
-    )
+    data = ParityData(f"{count} generated composites with exact alpha", "synthetic")
     for index in range(count):
         shape = (side, side) if index % 2 == 0 else (max(MIN_SIDE, round(side * 0.75)), side)
         composite = make_composite(shape, seed=SYNTHETIC_SEED + index)
@@ -312,6 +302,38 @@ def synthetic_data(
                 prompt = derived_prompt(composite.alpha, shape, kind)
                 sample = ParitySample(f"composite_{index}", kind, composite.image, prompt, composite.alpha, "exact")
                 data.samples.append(sample)
+    return data
+
+
+def bundled_data(
+    kinds: Sequence[str],
+    *,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    limit: int | None = None,
+    composites: int = SYNTHETIC_COUNT,
+) -> ParityData:
+    """The default set, the same on every machine: scikit-image's bundled held-out photos
+    (:data:`~smat_deploy.data.calibration.HOLDOUT_PHOTOS`, prompts on the central region) then ``composites``
+    generated composites with exact alpha; ``limit`` caps the photos and the composites alike."""
+    from smat_deploy.data.calibration import HOLDOUT_PHOTOS, bundled_photo
+
+    photos = HOLDOUT_PHOTOS[:limit] if limit is not None else HOLDOUT_PHOTOS
+    count = min(composites, limit) if limit is not None else composites
+    data = ParityData(
+        f"bundled set: {len(photos)} scikit-image photos (held out from calibration) + {count} generated composites",
+        "bundled",
+    )
+    for function, filename, _ in photos:
+        image = _cap(bundled_photo(filename), max_size)
+        data.images += 1
+        for kind in kinds:
+            if kind != "file":
+                prompt = derived_prompt(None, image.shape[:2], kind)
+                data.samples.append(ParitySample(f"skimage_{function}", kind, image, prompt, None, None))
+    if count:
+        generated = synthetic_data(kinds, max_size=max_size, count=count)
+        data.images += generated.images
+        data.samples += generated.samples
     return data
 
 
@@ -339,11 +361,9 @@ def load_parity_data(
         if use_calibration_set and (default_calib / "index.json").is_file():
             found = load_calibration_data(default_calib, kinds, max_size=max_size, limit=limit)
             found.source += " [default: calib_data/ is built]"
-        elif (shared := shared_photos_dir()) is not None:
-            found = load_photo_folder(shared, kinds, max_size=max_size, limit=limit, on_skip=on_skip)
-            found.source += " [default: no calib_data/, shared photos present]"
         else:
-            found = synthetic_data(kinds, max_size=max_size, count=limit or SYNTHETIC_COUNT)
+            found = bundled_data(kinds, max_size=max_size, limit=limit)
+            found.source += " [default]"
     else:
         path = Path(data)
         if not path.exists():

@@ -64,8 +64,10 @@ def shape_arithmetic(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray]) -> Path:
-    """Write the mixed-precision model of ``src`` to ``dst`` (float32 I/O)."""
+def mixed_precision(src: str | os.PathLike[str], calibration: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """AutoCast of ``src`` with this module's policy (float32 I/O; :data:`FP32_OP_TYPES`, the shape arithmetic and
+    whatever the data analysis on ``calibration`` demands kept float32). The FP16 artifact is this model; the
+    TensorRT INT8 file runs its unquantised part through the same function."""
     import tempfile
 
     from modelopt.onnx.autocast import convert_to_mixed_precision
@@ -93,6 +95,12 @@ def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str], calib
     # AutoCast leaves value_info from before the conversion; stale dtypes there make ONNX Runtime
     # fail or crash (SPEC section 7). Runtimes re-infer what they need.
     del model.graph.value_info[:]
+    return model
+
+
+def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray]) -> Path:
+    """Write the mixed-precision model of ``src`` to ``dst`` (float32 I/O)."""
+    model = mixed_precision(src, calibration)
     onnx.save(model, str(dst))
     onnx.checker.check_model(str(dst))
     return Path(dst)

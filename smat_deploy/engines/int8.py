@@ -2,12 +2,15 @@
 
 - **TensorRT INT8** (``smat_int8.onnx``): NVIDIA Model Optimizer places symmetric int8 Q/DQ pairs
   (zero point 0, per-channel weights) on the inputs of the weight-bearing MatMul, Gemm and Conv nodes
-  only, calibrated on the calibration set. Everything else stays in float32
-  (:data:`HIGH_PRECISION_DTYPE`): Model Optimizer's default converts every unquantised op to fp16,
-  and that alone put mean |alpha diff| near 2e-2 (measured; see docs), while AutoCast's own op
-  exclusions (LayerNorm, Softmax, reductions kept fp32) did not lower it. Activation ranges come from
-  ``max`` calibration (:data:`CALIBRATION_METHOD`): entropy calibration clipped the decoder's
-  activations and tripled the max |diff|. TensorRT 11 turns exactly these Q/DQ pairs into int8 kernels.
+  only, calibrated on the calibration set, with its float parts left float32 (:data:`HIGH_PRECISION_DTYPE`)
+  while the accuracy budget picks the layer groups. Then :func:`fp16_outside_int8` gives the finished file
+  float16 everywhere outside its int8 layers except the FP16 artifact's float32 islands (the same AutoCast
+  policy), with int8 weights and float16 scales so that every DequantizeLinear feeds its MatMul/Gemm/Conv
+  directly: the layout TensorRT fuses into int8 kernels (:mod:`smat_deploy.export.tensorrt_fusion`), and the
+  budget is checked again on that file. Model Optimizer's own float16 step (``high_precision_dtype="fp16"``)
+  converts LayerNorm, Softmax and the shape arithmetic as well: mean |alpha diff| near 2e-2 (docs/int8.md).
+  Activation ranges come from ``max`` calibration (:data:`CALIBRATION_METHOD`): entropy calibration clipped
+  the decoder's activations and tripled the max |diff|.
 - **CPU INT8** (``smat_int8_cpu.onnx``): that model barely speeds up ONNX Runtime on CPU, whose
   int8 kernels want a different recipe. The graph is first given ONNX Runtime's fused transformer
   kernels (:func:`smat_deploy.engines.cpu_graph.fuse_transformer_ops`: attention as one float32
@@ -28,7 +31,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,8 @@ QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
 #: source of alpha error (mean |diff| against float32 fell from about 0.02-0.04 to below 0.01 when
 #: they were excluded, on held-out composites).
 FLOAT_CONV_WEIGHTS = ("patch_embed", "convstream")
-#: Precision of everything Model Optimizer does not quantise (its default, "fp16", costs 10x the error).
+#: Precision Model Optimizer leaves the unquantised ops in while the budget is fitted (its own "fp16" step costs 10x
+#: the error; :func:`fp16_outside_int8` makes them float16 afterwards with the FP16 artifact's float32 islands).
 HIGH_PRECISION_DTYPE = "fp32"
 #: Activation-range calibration for the TensorRT file ("max" or "entropy", Model Optimizer's two int8 methods).
 CALIBRATION_METHOD = "max"
@@ -107,6 +110,82 @@ def quantize_int8_tensorrt(
     onnx.save(model, str(dst))
     onnx.checker.check_model(str(dst))
     return Path(dst)
+
+
+def store_int8_weights(model: onnx.ModelProto) -> int:
+    """Quantise the weights once, here, in float32: each QuantizeLinear of a weight initializer becomes an int8
+    initializer that its DequantizeLinear reads (``round half to even``, ONNX's rule, from the float32 weight and
+    scale). Returns how many weights were stored.
+
+    The file then carries int8 weights (a quarter of their float32 bytes), no later precision conversion can
+    touch the float weights before they are rounded, and TensorRT reads the int8 values as they are.
+    """
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    stored = 0
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in initializers]:
+        if len(q.input) < 3 or q.input[1] not in initializers or q.input[2] not in initializers:
+            continue
+        weight = onnx.numpy_helper.to_array(initializers[q.input[0]]).astype(np.float32)
+        scale = onnx.numpy_helper.to_array(initializers[q.input[1]]).astype(np.float32)
+        zero = onnx.numpy_helper.to_array(initializers[q.input[2]])
+        if zero.dtype != np.int8:
+            continue
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        shape = [1] * weight.ndim
+        if scale.ndim == 1:
+            shape[axis % weight.ndim] = scale.size
+        values = np.rint(weight / scale.reshape(shape)) + zero.astype(np.float32).reshape(shape if zero.ndim else [])
+        name = f"{q.input[0]}_int8"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.clip(values, -128, 127).astype(np.int8), name))
+        for dq in consumers.get(q.output[0], []):
+            for index, value in enumerate(dq.input):
+                if value == q.output[0]:
+                    dq.input[index] = name
+        graph.node.remove(q)
+        stored += 1
+    drop_unused_qdq(model)
+    return stored
+
+
+def fp16_outside_int8(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: dict[str, np.ndarray]
+) -> dict:
+    """The TensorRT INT8 file: int8 where ``src`` has Q/DQ, float16 everywhere else except the FP16 artifact's
+    float32 islands, in the layout TensorRT fuses. Returns what was done.
+
+    1. Weights stored as int8 (:func:`store_int8_weights`).
+    2. The FP16 artifact's conversion (:func:`smat_deploy.engines.fp16.mixed_precision`: AutoCast with the same
+       float32 op list, shape arithmetic and data analysis) on the whole Q/DQ graph.
+    3. Model Optimizer's folds of the Casts around Q/DQ into float16 scales (opset 19+):
+       ``DequantizeLinear -> Cast(float16)`` becomes a DequantizeLinear with a float16 scale that feeds its
+       MatMul/Gemm/Conv directly, and ``Cast(float32) -> QuantizeLinear`` a QuantizeLinear reading float16.
+    """
+    import tempfile
+
+    from modelopt.onnx.utils import fold_dq_fp32_to_fp16_casts, fold_q_fp16_to_fp32_casts
+
+    from smat_deploy.engines import fp16
+
+    model = onnx.load(str(src))
+    stored = store_int8_weights(model)
+    with tempfile.TemporaryDirectory(prefix="smat-int8-fp16-") as scratch:
+        staged = Path(scratch) / "int8_weights.onnx"
+        onnx.save(model, str(staged))
+        model = fp16.mixed_precision(staged, calibration)
+    casts_before = sum(n.op_type == "Cast" for n in model.graph.node)
+    model = fold_q_fp16_to_fp32_casts(fold_dq_fp32_to_fp16_casts(model))
+    del model.graph.value_info[:]
+    onnx.save(model, str(dst))
+    onnx.checker.check_model(str(dst))
+    return {
+        "int8_weights": stored,
+        "casts_folded_into_qdq": casts_before - sum(n.op_type == "Cast" for n in model.graph.node),
+    }
 
 
 def confine_qdq_to_compute_inputs(model: onnx.ModelProto) -> int:
@@ -199,56 +278,3 @@ def quantize_int8_cpu(
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise SmatError(f"CPU INT8 quantisation (ONNX Runtime) failed: {first}") from None
     return Path(dst)
-
-
-def qdq_structure(model: onnx.ModelProto) -> dict:
-    """Where the Q/DQ nodes sit and how they quantise, for the TensorRT INT8 model's checks.
-
-    Returns counts plus a list of ``problems``: a DequantizeLinear feeding anything but
-    MatMul/Gemm/Conv, a non-int8 or non-zero zero point (asymmetric), a QuantizeLinear not followed by
-    a DequantizeLinear.
-    """
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    constants = {out: node.attribute[0].t for node in graph.node if node.op_type == "Constant" for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    problems: list[str] = []
-    quantized_inputs = Counter()
-    for node in graph.node:
-        if node.op_type == "QuantizeLinear" and any(
-            c.op_type != "DequantizeLinear" for c in consumers.get(node.output[0], [])
-        ):
-            problems.append(f"{node.name}: QuantizeLinear not followed by DequantizeLinear")
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        zero_point_name = node.input[2] if len(node.input) > 2 else ""
-        if not zero_point_name:
-            if node.op_type == "QuantizeLinear":
-                problems.append(f"{node.name}: no zero point (defaults to uint8)")
-        else:
-            tensor = initializers.get(zero_point_name) or constants.get(zero_point_name)
-            if tensor is None:
-                problems.append(f"{node.name}: zero point {zero_point_name} is not a constant")
-            else:
-                values = onnx.numpy_helper.to_array(tensor)
-                if tensor.data_type != onnx.TensorProto.INT8:
-                    problems.append(
-                        f"{node.name}: zero point is {onnx.TensorProto.DataType.Name(tensor.data_type)}, not INT8"
-                    )
-                if np.any(values != 0):
-                    problems.append(f"{node.name}: non-zero zero point (asymmetric)")
-        if node.op_type == "DequantizeLinear":
-            for consumer in consumers.get(node.output[0], []):
-                if consumer.op_type not in QUANTIZED_OP_TYPES:
-                    problems.append(f"{node.name}: feeds {consumer.op_type} {consumer.name}")
-                else:
-                    quantized_inputs[consumer.op_type] += 1
-    return {
-        "quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in graph.node),
-        "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in graph.node),
-        "quantized_inputs_by_op": dict(quantized_inputs),
-        "problems": problems,
-    }

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ class Accuracy:
     nonfinite: int = 0
     per_sample_max: tuple[float, ...] = ()
     per_sample_mean: tuple[float, ...] = ()
+    #: the candidate's alphas, one per sample (float32), for further metrics without another run
+    alphas: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {
@@ -187,23 +190,27 @@ def node_flops(model: onnx.ModelProto, feed: dict[str, np.ndarray], nodes: Seque
     if wanted_outputs:  # run([]) would return every output
         values = ort_session(probe).run(wanted_outputs, feed)
         shapes.update({name: value.shape for name, value in zip(wanted_outputs, values, strict=True)})
-    flops = {}
-    for node in chosen:
-        first, second, out = (shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]])
-        if node.op_type == "MultiHeadAttention":  # ONNX Runtime's fused attention: Q K^T and P V, [B, S, D] each
-            batch, tokens, hidden = out
-            keys = second[1] if len(second) == 3 else tokens
-            flops[node.name] = 2 * 2 * batch * tokens * keys * hidden
-            continue
-        if node.op_type == "Conv":
-            per_output = int(np.prod(second[1:]))  # Cin/groups * kh * kw
-        elif node.op_type == "Gemm":
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            per_output = first[0] if trans_a else first[-1]
-        else:
-            per_output = first[-1]
-        flops[node.name] = 2 * int(np.prod(out)) * int(per_output)
-    return flops
+    return {node.name: flops_of(node, shapes) for node in chosen}
+
+
+def flops_of(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one MatMul/Gemm/Conv/ConvTranspose/MultiHeadAttention, from its operands'
+    and result's shapes."""
+    first, second, out = (shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]])
+    if node.op_type == "MultiHeadAttention":  # ONNX Runtime's fused attention: Q K^T and P V, [B, S, D] each
+        batch, tokens, hidden = out
+        keys = second[1] if len(second) == 3 else tokens
+        return 2 * 2 * batch * tokens * keys * hidden
+    if node.op_type == "Conv":
+        per_output = int(np.prod(second[1:]))  # Cin/groups * kh * kw
+    elif node.op_type == "ConvTranspose":
+        return 2 * int(np.prod(first)) * int(np.prod(second[1:]))  # every input value meets Cout/groups * kh * kw
+    elif node.op_type == "Gemm":
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        per_output = first[0] if trans_a else first[-1]
+    else:
+        per_output = first[-1]
+    return 2 * int(np.prod(out)) * int(per_output)
 
 
 # -- float-ifying ---------------------------------------------------------------------------------------------
@@ -330,9 +337,11 @@ class AlphaScorer:
 
     def __call__(self, model: onnx.ModelProto | ort.InferenceSession) -> Accuracy:
         session = self.runner(model)
-        means, maxes, nonfinite = [], [], 0
+        means, maxes, nonfinite, alphas = [], [], 0, []
         for feed, expected in zip(self.feeds, self.reference, strict=True):
-            got = session.run(["alpha"], feed)[0].astype(np.float64)
+            alpha = session.run(["alpha"], feed)[0]
+            alphas.append(alpha.astype(np.float32))
+            got = alpha.astype(np.float64)
             bad = ~np.isfinite(got)
             nonfinite += int(bad.sum())
             diff = np.where(bad, 1.0, np.abs(got - expected))
@@ -340,7 +349,13 @@ class AlphaScorer:
             maxes.append(float(diff.max()))
         worst = int(np.argmax(maxes))
         return Accuracy(
-            float(np.mean(means)), float(np.max(maxes)), self.names[worst], nonfinite, tuple(maxes), tuple(means)
+            float(np.mean(means)),
+            float(np.max(maxes)),
+            self.names[worst],
+            nonfinite,
+            tuple(maxes),
+            tuple(means),
+            tuple(alphas),
         )
 
 
@@ -387,6 +402,12 @@ class BudgetReport:
     sensitivity_base: Accuracy | None = None
     #: the final accuracy on the held-out samples alone, when some gate samples are not held out
     held_out: dict | None = None
+    #: seconds per stage of the fit (all-int8 scoring, sensitivities, budget steps)
+    seconds: dict = field(default_factory=dict)
+    #: the fitted model's accuracy before its float parts went to float16 (TensorRT file; None: not converted)
+    float_parts_fp32: Accuracy | None = None
+    #: what the conversion to float16 outside the int8 layers did (TensorRT file)
+    conversion: dict | None = None
 
     @property
     def weight_gflops(self) -> float:
@@ -420,6 +441,9 @@ class BudgetReport:
             "returned_to_float": [step["group"] for step in self.steps],
             "steps": self.steps,
             "sensitivity_base": None if self.sensitivity_base is None else self.sensitivity_base.as_dict(),
+            "float_parts_fp32": None if self.float_parts_fp32 is None else self.float_parts_fp32.as_dict(),
+            "stage_seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "conversion": self.conversion,
             "groups": [g.as_dict(self.sensitivity_base or self.all_int8, self.budget) for g in self.groups],
         }
 
@@ -480,18 +504,23 @@ def fit_budget(
         "why": "activation x activation products (attention, position-table resize): not weight layers, not counted "
         "in the int8 share",
     }
+    clock = time.perf_counter()
     progress("all groups int8")
     base = score(quantized)
     order_by_max = np.argsort(base.per_sample_max)[::-1]
     probe = score if sensitivity_samples is None else score.subset(sorted(order_by_max[:sensitivity_samples]))
     probe_base = probe(quantized) if probe is not score else base
+    seconds = {"all_int8": time.perf_counter() - clock}
+    clock = time.perf_counter()
     candidates = [r for r in records if r.precision == "int8"]
     for index, record in enumerate(candidates, 1):
         progress(f"sensitivity {index}/{len(candidates)}: {record.name}")
         trial = _copy(quantized)
         return_to_float(trial, set(record.nodes), float_weights)
         record.alone_in_float = probe(trial)
-    report = BudgetReport(budget, base, base, records, attention, sensitivity_base=probe_base)
+    seconds["sensitivity"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    report = BudgetReport(budget, base, base, records, attention, sensitivity_base=probe_base, seconds=seconds)
     report.measured_on = f"{len(score)} held-out samples; sensitivities on the {len(probe)} with the largest max |diff|"
     current = quantized
     order = sorted(
@@ -519,6 +548,7 @@ def fit_budget(
         accuracy = report.final = trial_accuracy
         report.steps.append({"group": record.name, **accuracy.as_dict(), "int8_share": round(report.int8_share, 4)})
         current = trial
+    seconds["budget_steps"] = time.perf_counter() - clock
     return (current if current is not quantized else _copy(quantized)), report
 
 

@@ -65,11 +65,13 @@ from smat_deploy.engines.variants import (
     VARIANT_FILES,
     _fp16_calibration,
     compare,
+    gate_scorer,
     holdout_samples,
     quantize_all_int8,
 )
 from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.export.manifest import MANIFEST_FORMAT, write_manifest
+from smat_deploy.export.tensorrt_fusion import check_fusion
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
 
 #: The kinds a pair variant is made for (every whole-model variant).
@@ -100,7 +102,8 @@ class HalfReport:
     #: ONNX Runtime CPU timing against the float32 half (None: not timed).
     speed: dict | None = None
     rewrites: dict | None = None
-    qdq_structure: dict | None = None
+    #: TensorRT's Q/DQ fusion check (the int8 encoder)
+    fusion: dict | None = None
     tensorrt_support: dict | None = None
 
     def as_dict(self) -> dict:
@@ -317,10 +320,22 @@ def _quantize_encoder(
             float_weights=float_weights,
             progress=lambda message: log(f"  {message}"),
         )
-    report.measured_on = f"{len(samples)} gate samples, encoder -> float32 decoder; int8 share of the encoder's FLOPs"
-    if not report.passed:
-        raise CheckFailed(f"{report.failure(pair_file('encoder', kind))}; nothing was written")
-    onnx.save(model, str(dst))
+        report.measured_on = (
+            f"{len(samples)} gate samples, encoder -> float32 decoder; int8 share of the encoder's FLOPs"
+        )
+        if not report.passed:
+            raise CheckFailed(f"{report.failure(pair_file('encoder', kind))}; nothing was written")
+        if kind == "int8":  # as the whole model's TensorRT file: float16 outside the int8 layers, gated end to end
+            fitted = Path(scratch) / "fitted.onnx"
+            onnx.save(model, str(fitted))
+            log("  float16 outside the encoder's int8 layers (the FP16 artifact's AutoCast policy)")
+            small = _fp16_calibration(calibration)
+            report.conversion = run_isolated(
+                "FP16 outside INT8", int8.fp16_outside_int8, fitted, dst, {"image": small["image"]}
+            )
+            report.float_parts_fp32 = report.final
+        else:
+            onnx.save(model, str(dst))
     onnx.checker.check_model(str(dst))
     return report
 
@@ -357,9 +372,13 @@ def make_pair_variant(
         )
     budget = (budget or Budget()) if int8_kind else None
     samples, measured_on = _gate_inputs(kind, calibration, holdout, holdout_photos)
-    log(f"{kind} pair: float32 alphas of the whole model on {len(samples)} samples")
-    reference = ort_session(whole)
-    expected = [reference.run(["alpha"], feed)[0].astype(np.float64) for _, feed in samples]
+    if int8_kind:  # the whole model's INT8 gate: its float32 alphas are shared with the whole model's INT8 files
+        gate = gate_scorer(whole, calibration, holdout, holdout_photos, log)
+        samples, expected = list(zip(gate.names, gate.feeds, strict=True)), list(gate.reference)
+    else:
+        log(f"{kind} pair: float32 alphas of the whole model on {len(samples)} samples")
+        reference = ort_session(whole)
+        expected = [reference.run(["alpha"], feed)[0].astype(np.float64) for _, feed in samples]
     targets = {role: folder / pair_file(role, kind) for role in PAIR_ROLES}
     halves: dict[str, HalfReport] = {}
     budget_report = None
@@ -428,10 +447,13 @@ def make_pair_variant(
             half.size_bytes = tmp[role].stat().st_size
             if kind not in CPU_ONLY and half.precision != "float32":
                 written = onnx.load(str(tmp[role]))
-                if kind == "int8":
-                    half.qdq_structure = int8.qdq_structure(written)
-                    if half.qdq_structure["problems"]:
-                        raise SmatError(f"INT8 Q/DQ placement is wrong: {half.qdq_structure['problems'][0]}")
+                if kind == "int8" and role == "encoder":
+                    half.fusion = check_fusion(written)
+                    if not half.fusion["passed"]:
+                        raise SmatError(
+                            f"{half.path.name} would not fuse into int8 kernels on TensorRT: "
+                            f"{half.fusion['problems'][0]}; nothing was written"
+                        )
                 half.tensorrt_support = check_tensorrt_support(written)
                 if not half.tensorrt_support["passed"]:
                     raise SmatError(
@@ -500,7 +522,7 @@ def _manifest(
         "accuracy_measured_on": measured_on,
         "speed_vs_float32_cpu": half.speed,
         "cpu_rewrites": half.rewrites,
-        "qdq_structure": half.qdq_structure,
+        "tensorrt_fusion": half.fusion,
         "tensorrt_support": half.tensorrt_support,
         "int8_budget": None if budget_report is None or half.role != "encoder" else budget_report.as_dict(),
     }

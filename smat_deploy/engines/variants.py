@@ -33,11 +33,14 @@ from smat_deploy.engines.int8_budget import (
     AlphaScorer,
     Budget,
     BudgetReport,
+    activation_products,
     fit_budget,
 )
+from smat_deploy.engines.shares import precision_shares
 from smat_deploy.engines.tensorrt_build import build_engine, tensorrt_status
 from smat_deploy.errors import CheckFailed, SmatError
 from smat_deploy.export.manifest import MANIFEST_FORMAT, write_manifest
+from smat_deploy.export.tensorrt_fusion import check_fusion
 from smat_deploy.export.tensorrt_support import check_tensorrt_support
 from smat_deploy.metrics import grad, sad
 
@@ -56,15 +59,14 @@ class VariantReport:
     seconds: float
     size_bytes: int
     accuracy: dict
-    structure: dict | None = None
+    fusion: dict | None = None  # TensorRT fusion check (int8)
     engine: str | None = None
     notes: list[str] = field(default_factory=list)
     budget: BudgetReport | None = None
-
-
-def holdout_feeds(count: int = 5, size: int = 518) -> list[dict[str, np.ndarray]]:
-    """``count`` composites (one per prompt kind, cycling) that no calibration set contains."""
-    return [feed for _, feed in holdout_samples(count, size)]
+    #: seconds per stage (calibration/quantisation, sensitivity, budget, fp16, gate, checks)
+    stages: dict = field(default_factory=dict)
+    #: FLOP and activation-byte shares per type (:func:`~smat_deploy.engines.shares.precision_shares`)
+    shares: dict | None = None
 
 
 #: Suffix of the gate samples made from calibration photos (scored at their full framing, not held out).
@@ -78,8 +80,9 @@ def holdout_samples(
     calibration: CalibrationSet | None = None,
 ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Named feeds for the INT8 gate: ``count`` composites no calibration set contains, then the photos under
-    ``photos`` with every prompt kind (from their ground truth when they have one, else the central region),
-    capped to ``size`` on the long side.
+    ``photos`` (None: scikit-image's bundled held-out photos, :data:`~smat_deploy.data.calibration.HOLDOUT_PHOTOS`,
+    the same on every machine) with every prompt kind (from their ground truth when they have one, else the
+    central region), capped to ``size`` on the long side.
 
     A photo that the calibration set also holds (matched by name) is still scored, whole rather than
     centre-cropped, and its sample names end in ``(calibration photo)``: the gate then covers
@@ -94,12 +97,13 @@ def holdout_samples(
         )
         for i in range(count)
     ]
-    if photos is None:
-        return samples
-    from smat_deploy.data.parity_sets import load_photo_folder
+    from smat_deploy.data.parity_sets import bundled_data, load_photo_folder
 
     seen = [s["image"] for s in calibration.samples if s.get("source") == "photo"] if calibration else []
-    data = load_photo_folder(photos, PROMPT_KINDS, max_size=size)
+    if photos is None:
+        data = bundled_data(PROMPT_KINDS, max_size=size, composites=0)
+    else:
+        data = load_photo_folder(photos, PROMPT_KINDS, max_size=size)
     for sample in data.samples:
         stem = Path(sample.name).stem
         calibrated = any(Path(image).stem.endswith(stem) for image in seen)
@@ -110,6 +114,54 @@ def holdout_samples(
         }
         samples.append((f"{sample.name} ({sample.kind}{', ' + CALIBRATION_PHOTO if calibrated else ''})", feed))
     return samples
+
+
+_GATE_CACHE: dict[tuple, AlphaScorer] = {}
+
+
+def gate_scorer(
+    float32_onnx: Path,
+    calibration: CalibrationSet,
+    holdout: int,
+    holdout_photos: str | os.PathLike[str] | None,
+    log: Callable[[str], None] = lambda message: None,
+) -> AlphaScorer:
+    """The INT8 gate's samples with their float32 alphas, computed once per float32 model and gate set: both INT8
+    files and the INT8 pairs of one export are scored against the same float32 runs."""
+    stat = Path(float32_onnx).stat()
+    key = (
+        str(Path(float32_onnx).resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        str(calibration.directory),
+        calibration.size,
+        holdout,
+        None if holdout_photos is None else str(Path(holdout_photos).resolve()),
+    )
+    if key not in _GATE_CACHE:
+        feeds = holdout_samples(holdout, calibration.size, holdout_photos, calibration)
+        log(f"float32 alphas of the {len(feeds)} INT8 gate samples (once for every INT8 file of this export)")
+        _GATE_CACHE.clear()
+        _GATE_CACHE[key] = AlphaScorer(ort_session(float32_onnx), feeds)
+    return _GATE_CACHE[key]
+
+
+def accuracy_metrics(accuracy, scorer: AlphaScorer) -> dict:
+    """:func:`compare`'s figures (|diff|, SAD, Grad, non-finite) from a scored :class:`Accuracy` (no new run)."""
+    sads, grads = [], []
+    for got, expected in zip(accuracy.alphas, scorer.reference, strict=True):
+        got = np.where(np.isfinite(got), got, 0.0)
+        for p, g in zip(np.clip(got, 0, 1), np.clip(expected, 0, 1), strict=True):
+            sads.append(sad(p[0], g[0]))
+            grads.append(grad(p[0], g[0]))
+    return {
+        "samples": len(scorer),
+        "mean_abs": accuracy.mean_abs,
+        "max_abs": accuracy.max_abs,
+        "SAD": float(np.mean(sads)),
+        "Grad": float(np.mean(grads)),
+        "nonfinite": accuracy.nonfinite,
+    }
 
 
 def _held_out_part(report: BudgetReport, names: list[str]) -> dict:
@@ -198,33 +250,59 @@ def quantize_all_int8(
     return raw, float_model, {init.name: init for init in float_model.graph.initializer}
 
 
+def _relabel_float_groups(report: BudgetReport, model: onnx.ModelProto) -> None:
+    """After the conversion to float16, the groups and attention products that are not int8 run in the type the
+    final file gives their ops (float16, or float32 where an op stayed in a float32 island)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    by_node = {node.name: types.get(node.output[0]) for node in model.graph.node}
+
+    def label(nodes: list[str]) -> str:
+        kinds = {by_node.get(name) for name in nodes}
+        return "float16" if kinds == {onnx.TensorProto.FLOAT16} else "float32"
+
+    for group in report.groups:
+        if group.precision != "int8":
+            group.precision = label(group.nodes)
+    if report.attention.get("precision") != "int8":
+        products = [node.name for node in activation_products(model)]
+        report.attention["precision"] = label(products)
+
+
 def _quantize_within_budget(
     kind: str,
     float32_onnx: Path,
     dst: Path,
     calibration: CalibrationSet,
-    reference: ort.InferenceSession,
     budget: Budget,
     holdout: int,
     holdout_photos: str | os.PathLike[str] | None,
     log: Callable[[str], None],
+    stages: dict,
 ) -> tuple[BudgetReport, AlphaScorer]:
     """Quantise all weight layers, then return layer groups to float until ``budget`` holds; write ``dst``.
 
-    Returns the report and the scorer of the gate samples (their float32 alphas are computed once)."""
+    The TensorRT file (``int8``) is fitted with its float parts in float32, then gets float16 outside its int8
+    layers (:func:`~smat_deploy.engines.int8.fp16_outside_int8`) and the budget is checked again on that final
+    file: what is written is what was gated. Returns the report and the gate's scorer; ``stages`` gets the
+    seconds of each stage."""
     import tempfile
 
     tensors = {"image": calibration.image, "prompt": calibration.prompt, "state": calibration.state}
-    feeds = holdout_samples(holdout, calibration.size, holdout_photos, calibration)
+    clock = time.perf_counter()
+    scorer = gate_scorer(float32_onnx, calibration, holdout, holdout_photos, log)
+    stages["float32_reference"] = time.perf_counter() - clock
+    feeds = list(zip(scorer.names, scorer.feeds, strict=True))
     with tempfile.TemporaryDirectory(prefix="smat-int8-budget-") as scratch:
+        clock = time.perf_counter()
         raw, float_model, float_weights = quantize_all_int8(
             kind, float32_onnx, Path(scratch), tensors, f"{len(calibration)} samples", "INT8", log
         )
+        stages["quantisation"] = time.perf_counter() - clock
         log(
             f"accuracy budget: mean |diff| <= {budget.mean_abs:g}, max <= {budget.max_abs:g} on {len(feeds)} "
-            f"gate samples (composites + photos); measuring each layer group's sensitivity"
+            f"gate samples (composites + held-out photos); measuring each layer group's sensitivity"
         )
-        scorer = AlphaScorer(reference, feeds)
         model, report = fit_budget(
             onnx.load(str(raw)),
             float_model,
@@ -234,9 +312,27 @@ def _quantize_within_budget(
             float_weights=float_weights,
             progress=lambda message: log(f"  {message}"),
         )
-    names = [name for name, _ in feeds]
-    calibrated = sum(CALIBRATION_PHOTO in name for name in names)
+        stages.update(report.seconds)
+        names = [name for name, _ in feeds]
+        if kind == "int8" and report.passed:
+            fitted = Path(scratch) / "fitted.onnx"
+            onnx.save(model, str(fitted))
+            clock = time.perf_counter()
+            log("  float16 outside the int8 layers (the FP16 artifact's AutoCast policy), scales folded to float16")
+            report.conversion = run_isolated(
+                "FP16 outside INT8", int8.fp16_outside_int8, fitted, dst, _fp16_calibration(calibration)
+            )
+            stages["fp16"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            log(f"  the budget again, on the final file ({len(feeds)} gate samples)")
+            report.float_parts_fp32 = report.final
+            _relabel_float_groups(report, onnx.load(str(dst), load_external_data=False))
+            report.final = scorer(ort_session(dst, precision=kind))
+            stages["gate"] = time.perf_counter() - clock
+        elif report.passed:
+            onnx.save(model, str(dst))
     photos = len(names) - holdout
+    calibrated = sum(CALIBRATION_PHOTO in name for name in names)
     report.measured_on = (
         f"{len(names)} samples: {holdout} generated composites and {photos} photo samples "
         f"({len(PROMPT_KINDS)} prompt kinds each"
@@ -245,8 +341,8 @@ def _quantize_within_budget(
     )
     report.held_out = _held_out_part(report, names)
     if not report.passed:
-        raise CheckFailed(f"{report.failure(VARIANT_FILES[kind])}; nothing was written")
-    onnx.save(model, str(dst))
+        where = " with float16 outside its int8 layers" if report.float_parts_fp32 is not None else ""
+        raise CheckFailed(f"{report.failure(VARIANT_FILES[kind] + where)}; nothing was written")
     onnx.checker.check_model(str(dst))
     return report, scorer
 
@@ -274,12 +370,12 @@ def make_variant(
         raise SmatError(f"unknown precision {kind!r} (expected one of {', '.join(VARIANT_FILES)})")
     float32_onnx = Path(float32_onnx)
     target = float32_onnx.parent / VARIANT_FILES[kind]
-    reference = ort_session(float32_onnx)
     if kind in ("int8", "int8_cpu") and len(calibration) < MIN_CALIBRATION_SAMPLES:
         raise SmatError(
             f"calibration set {calibration.directory} has {len(calibration)} sample(s); INT8 needs at least "
             f"{MIN_CALIBRATION_SAMPLES} (one per prompt kind): rebuild it with smat-deploy calib-data"
         )
+    stages: dict[str, float] = {}
     with atomic_output(target) as tmp:
         start = time.perf_counter()
         rewrites = budget_report = gate = None
@@ -291,11 +387,13 @@ def make_variant(
             run_isolated("FP16 conversion", fp16.convert_fp16, float32_onnx, tmp, _fp16_calibration(calibration))
         else:
             budget_report, gate = _quantize_within_budget(
-                kind, float32_onnx, tmp, calibration, reference, budget or Budget(), holdout, holdout_photos, log
+                kind, float32_onnx, tmp, calibration, budget or Budget(), holdout, holdout_photos, log, stages
             )
         seconds = time.perf_counter() - start
-        candidate = ort_session(tmp, precision=kind)
+        clock = time.perf_counter()
         if kind == "float32_cpu":
+            reference = ort_session(float32_onnx)
+            candidate = ort_session(tmp, precision=kind)
             cases = standard_cases()
             log(f"verifying the CPU graph against float32: {len(calibration)} calibration samples, {len(cases)} sizes")
             accuracy = compare(reference, candidate, calibration.feeds() + [case.feed() for case in cases])
@@ -305,6 +403,8 @@ def make_variant(
                     f"limit {EXPORT_GATE.max_abs:g}); nothing was written"
                 )
         elif kind == "fp16":
+            reference = ort_session(float32_onnx)
+            candidate = ort_session(tmp, precision=kind)
             log(f"verifying FP16 against float32 on the {len(calibration)} calibration samples")
             accuracy = compare(reference, candidate, calibration.feeds())
             if accuracy["nonfinite"]:
@@ -314,19 +414,31 @@ def make_variant(
                     f"FP16 model is off float32 by mean {accuracy['mean_abs']:.1e} / max {accuracy['max_abs']:.1e} "
                     f"(limits {FP16_GATE.mean_abs:g} / {FP16_GATE.max_abs:g}); nothing was written"
                 )
-        else:
-            accuracy = compare(None, candidate, gate.feeds, gate.reference)  # the written file, on the gate samples
+        else:  # the written file's accuracy on the gate samples, as the budget scored it (no second run)
+            accuracy = accuracy_metrics(budget_report.final, gate)
             accuracy["int8_share_of_weight_flops"] = round(budget_report.int8_share, 4)
+        stages["verify"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         written = None if kind in CPU_ONLY else onnx.load(str(tmp))  # a file meant for TensorRT
-        structure = int8.qdq_structure(written) if kind == "int8" else None
-        if structure is not None and structure["problems"]:
-            raise SmatError(f"INT8 Q/DQ placement is wrong: {structure['problems'][0]}")
+        fusion = check_fusion(written) if kind == "int8" else None
+        if fusion is not None and not fusion["passed"]:
+            raise SmatError(
+                f"{VARIANT_FILES[kind]} would not fuse into int8 kernels on TensorRT: {fusion['problems'][0]}; "
+                "nothing was written"
+            )
         support = None if written is None else check_tensorrt_support(written)
         if support is not None and not support["passed"]:
             raise SmatError(
                 f"{VARIANT_FILES[kind]} breaks TensorRT's ONNX support matrix: {support['problems'][0]}; "
                 "nothing was written"
             )
+        stages["checks"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        shares = None
+        if kind != "float32_cpu":
+            log("measuring the FLOP and activation-byte shares per type")
+            shares = precision_shares(onnx.load(str(tmp)), calibration.feeds()[0], precision=kind)
+            stages["shares"] = time.perf_counter() - clock
         size_bytes = tmp.stat().st_size
         source = read_manifest(manifest_path_for(float32_onnx)) or {}
         manifest = {
@@ -354,13 +466,17 @@ def make_variant(
                 "float32_cpu": "calibration set and the export's standard cases",
                 "fp16": "calibration set",
             }.get(kind, None if budget_report is None else budget_report.measured_on),
-            "qdq_structure": structure,
+            "tensorrt_fusion": fusion,
             "tensorrt_support": support,
+            "precision_shares": shares,
+            "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
             "cpu_rewrites": rewrites,
             "int8_budget": None if budget_report is None else budget_report.as_dict(),
         }
     write_manifest(manifest_path_for(target), manifest)
-    report = VariantReport(kind, target, seconds, size_bytes, accuracy, structure, budget=budget_report)
+    report = VariantReport(
+        kind, target, seconds, size_bytes, accuracy, fusion, budget=budget_report, stages=stages, shares=shares
+    )
     if build and kind not in CPU_ONLY:
         available, reason = tensorrt_status()
         if available:
@@ -373,4 +489,4 @@ def make_variant(
     return report
 
 
-__all__ = ["CPU_ONLY", "VARIANT_FILES", "VariantReport", "compare", "holdout_feeds", "holdout_samples", "make_variant"]
+__all__ = ["CPU_ONLY", "VARIANT_FILES", "VariantReport", "compare", "gate_scorer", "holdout_samples", "make_variant"]

@@ -15,7 +15,8 @@ import numpy as np
 from smat_deploy._ort import session as ort_session
 from smat_deploy.contract import manifest_path_for, read_manifest
 from smat_deploy.data.cases import make_case
-from smat_deploy.engines.variants import HOLDOUT_SEED, VARIANT_FILES, compare, holdout_feeds
+from smat_deploy.engines.shares import precision_shares
+from smat_deploy.engines.variants import HOLDOUT_SEED, VARIANT_FILES, compare, holdout_samples
 from smat_deploy.errors import SmatError
 
 
@@ -34,8 +35,13 @@ def benchmark_precisions(
 
     Timing is interleaved (one run of each model in turn, ``iters`` rounds) so that a machine whose
     speed drifts affects every model alike; the speed-up is the ratio of medians to float32.
-    Accuracy is against float32 on ``holdout`` composites no calibration set contains.
+    Accuracy is against float32 on the INT8 gate's default held-out set: ``holdout`` composites no calibration
+    set contains and scikit-image's bundled held-out photos with every prompt kind. Each row also gives the
+    share of the model's FLOPs and activation bytes computed in int8, fp16 and fp32
+    (:func:`~smat_deploy.engines.shares.precision_shares`, at ``size``).
     """
+    import onnx
+
     export_dir = Path(export_dir)
     files = {"float32": "smat.onnx", **VARIANT_FILES}
     present = {k: export_dir / f for k, f in files.items() if (export_dir / f).is_file()}
@@ -53,7 +59,7 @@ def benchmark_precisions(
             start = time.perf_counter()
             s.run(["alpha"], feed)
             times[kind].append(time.perf_counter() - start)
-    feeds = holdout_feeds(holdout, size)
+    feeds = [feed for _, feed in holdout_samples(holdout, size)]
     base = float(np.median(times["float32"]))
     rows = []
     for kind, path in present.items():
@@ -61,6 +67,7 @@ def benchmark_precisions(
         made = manifest.get("export_seconds") if kind == "float32" else manifest.get("conversion_seconds")
         accuracy = compare(sessions["float32"], sessions[kind], feeds) if kind != "float32" else None
         median = float(np.median(times[kind]))
+        shares = precision_shares(onnx.load(str(path)), feed, precision=kind)
         rows.append(
             {
                 "precision": kind,
@@ -73,6 +80,9 @@ def benchmark_precisions(
                 "max_abs": None if accuracy is None else accuracy["max_abs"],
                 "SAD": None if accuracy is None else accuracy["SAD"],
                 "Grad": None if accuracy is None else accuracy["Grad"],
+                **{f"flops_{k}": v for k, v in shares["flops"].items()},
+                **{f"act_bytes_{k}": v for k, v in shares["activation_bytes"].items()},
+                "attention_fp16": shares["attention_products"]["fp16"],
             }
         )
     return rows

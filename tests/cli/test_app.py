@@ -15,7 +15,7 @@ from smat_deploy import __version__
 app_module = importlib.import_module("smat_deploy.cli.app")  # the package's `app` attribute is the Typer object
 
 COMMANDS = ("matte", "demo", "export", "calib-data", "build", "precision", "bench", "parity", "triton", "serve")
-MORE = ("loadtest", "finetune", "backends", "app", "sizes", "upsampling", "cpp-bench")
+MORE = ("loadtest", "finetune", "backends", "app", "sizes", "upsampling", "cpp-bench", "fusion-check")
 CLI_DIR = Path(app_module.__file__).parent
 
 

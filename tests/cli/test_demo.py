@@ -73,6 +73,8 @@ def test_demo_on_its_demo_weights_reuses_a_matching_export_and_writes_a_complete
     (parity,) = report["parity"]  # one check: the ONNX file against the reference
     assert parity["passed"] and parity["max_abs"] <= 1e-4
     assert [row["prompts"] for row in parity["rows"]] == ["none", "point", "box", "scribble", "mask"]
+    # the same default data on every machine: a bundled real photo and a composite, every prompt kind
+    assert parity["data"]["kind"] == "bundled" and parity["data"]["images"] == 2 and len(parity["samples"]) == 10
     assert summary["onnx float32"]["parity"].startswith("pass")
     truth = np.asarray(Image.open(out / "true_alpha.png"), np.float32) / 255
     auto = np.asarray(Image.open(out / "alpha_torch_reference_auto.png"), np.float32) / 255

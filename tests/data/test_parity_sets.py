@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smat_deploy.data import parity_sets as parity_data
-from smat_deploy.data.calibration import build_calibration_set
+from smat_deploy.data.calibration import BUILTIN_PHOTOS, HOLDOUT_PHOTOS, build_calibration_set, bundled_photo
 from smat_deploy.data.parity_sets import load_parity_data, parse_prompt_kinds, scan_photo_folder
 from smat_deploy.errors import SmatError
 
@@ -157,14 +156,27 @@ def test_calibration_set_and_defaults(tmp_path, monkeypatch):
     assert data.samples[0].alpha is not None and data.samples[0].alpha.shape == (28, 28)
 
     monkeypatch.chdir(tmp_path)  # no calib_data/ here
-    monkeypatch.setattr(parity_data, "shared_photos_dir", lambda: None)
     fallback = load_parity_data(None, ("none", "point"), max_size=56)
-    assert fallback.kind == "synthetic" and fallback.images == 2 and len(fallback.samples) == 4
-    assert {s.size for s in fallback.samples} == {"56x56", "56x42"}
-    assert all(s.alpha is not None for s in fallback.samples)
+    assert fallback.kind == "bundled" and fallback.images == 5 + 2 and len(fallback.samples) == 7 * 2
+    photos = [s for s in fallback.samples if s.alpha is None]
+    assert sorted({s.name for s in photos}) == sorted(f"skimage_{name}" for name, _, _ in HOLDOUT_PHOTOS)
+    assert {s.size for s in fallback.samples if s.alpha is not None} == {"56x56", "56x42"}  # the composites
+    assert max(max(s.image.shape[:2]) for s in photos) == 56
+    assert all(s.prompt.any() == (s.kind == "point") for s in fallback.samples)
     (tmp_path / "calib").rename(tmp_path / "calib_data")
     assert load_parity_data(None, ("none",)).kind == "calibration"
-    assert load_parity_data(None, ("none",), use_calibration_set=False).kind == "synthetic"  # what demo asks
+    assert load_parity_data(None, ("none",), use_calibration_set=False).kind == "bundled"  # what demo asks
+    assert load_parity_data(None, ("none",), limit=1, use_calibration_set=False).images == 2  # 1 photo, 1 composite
+
+
+def test_the_default_held_out_photos_are_real_bundled_photos_calibration_never_uses():
+    calibration_files = {filename for _, filename, _ in BUILTIN_PHOTOS}
+    held_out_files = {filename for _, filename, _ in HOLDOUT_PHOTOS}
+    assert len(held_out_files) == 5 and not calibration_files & held_out_files
+    for _, filename, _ in HOLDOUT_PHOTOS:
+        photo = bundled_photo(filename)
+        assert photo.ndim == 3 and photo.shape[2] == 3 and min(photo.shape[:2]) >= 256
+        assert photo.std() > 0.05  # a photo, not a flat image
 
 
 @pytest.mark.parametrize(

@@ -240,3 +240,25 @@ def test_int8_cpu_pair_quantises_the_encoder_within_the_budget(workdir, int8_cpu
     assert int8_cpu_pair.budget.passed and int8_cpu_pair.budget.int8_share >= MIN_INT8_SHARE
     assert int8_cpu_pair.halves["decoder"].precision == "float32"
     assert sha256_of(workdir / "smat_decoder_int8_cpu.onnx") == sha256_of(workdir / "smat_decoder.onnx")
+
+
+# -- int8 (TensorRT) ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def int8_pair(workdir, calibration):
+    return pair_variants.make_pair_variant("int8", workdir, calibration, holdout=2)
+
+
+@pytest.mark.heavy
+def test_int8_pair_encoder_is_int8_in_float16_and_passes_the_fusion_check(workdir, int8_pair):
+    from smat_deploy.export.tensorrt_fusion import check_fusion
+
+    mean_abs, max_abs = _end_to_end(workdir, "int8")
+    assert mean_abs <= INT8_GATE.mean_abs and max_abs <= INT8_GATE.max_abs
+    _check_manifests(workdir, int8_pair, "int8")
+    encoder = onnx.load(workdir / "smat_encoder_int8.onnx")
+    report = check_fusion(encoder)  # run again here, on the written file
+    assert report["passed"] and report["int8_ops"].get("MatMul", 0) >= 40 and set(report["scale_types"]) == {"FLOAT16"}
+    assert int8_pair.halves["encoder"].fusion == report
+    manifest = json.loads((workdir / "smat_encoder_int8.json").read_text())
+    assert manifest["tensorrt_fusion"]["passed"] and manifest["int8_budget"]["conversion"]["int8_weights"] >= 45
+    assert int8_pair.budget.passed and int8_pair.budget.int8_share >= MIN_INT8_SHARE

@@ -202,31 +202,46 @@ def test_making_the_variants_leaves_the_float32_model_untouched(
     assert sorted(p.name for p in workdir.iterdir() if not p.name.startswith("smat")) == []
 
 
-def test_tensorrt_int8_has_symmetric_qdq_only_on_compute_inputs(int8_report):
+def test_tensorrt_int8_is_int8_kernels_in_a_float16_graph_with_float32_islands(int8_report):
     report = int8_report
-    structure = report.structure
-    assert structure["problems"] == []
-    assert set(structure["quantized_inputs_by_op"]) <= {"MatMul", "Gemm", "Conv"}
-    assert structure["quantized_inputs_by_op"].get("Conv", 0) >= 10
+    assert report.fusion["passed"], report.fusion["problems"][:3]
+    assert report.fusion["int8_ops"].get("Conv", 0) >= 5 and report.fusion["int8_ops"].get("MatMul", 0) >= 40
     model = onnx.load(report.path)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(model.graph.output)}
+    initializers = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
     consumers = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node.op_type)
-    for node in model.graph.node:  # independent re-check of the placement
+    for node in model.graph.node:  # independent re-check of the layout TensorRT fuses
         if node.op_type == "DequantizeLinear":
-            assert set(consumers[node.output[0]]) <= {"MatMul", "Gemm", "Conv"}
+            assert set(consumers[node.output[0]]) <= {"MatMul", "Gemm", "Conv"}, node.name  # no Cast in between
+            assert initializers[node.input[1]].data_type == TensorProto.FLOAT16, node.name  # float16 scale
+            source = initializers.get(node.input[0]) or producers[node.input[0]]
+            assert getattr(source, "data_type", None) == TensorProto.INT8 or source.op_type == "QuantizeLinear"
         if node.op_type == "QuantizeLinear":
-            zero_point = next(i for i in model.graph.initializer if i.name == node.input[2])
-            assert zero_point.data_type == TensorProto.INT8
-            assert not onnx.numpy_helper.to_array(zero_point).any()
-    for op in ("Softmax", "LayerNormalization"):
-        for node in (n for n in model.graph.node if n.op_type == op):
-            assert all("DequantizeLinear" not in i for i in node.input)
+            zero_point = initializers[node.input[2]]
+            assert zero_point.data_type == TensorProto.INT8 and not onnx.numpy_helper.to_array(zero_point).any()
+            assert node.input[0] not in initializers  # weights are stored int8, quantised in float32 at export
+        if node.op_type in ("LayerNormalization", "Softmax"):  # the FP16 artifact's float32 islands
+            assert types[node.output[0]] == TensorProto.FLOAT, node.name
+        if node.op_type in ("MatMul", "Gemm", "Conv"):  # every other compute op in float16 or int8
+            assert types[node.output[0]] == TensorProto.FLOAT16, node.name
     assert report.accuracy["nonfinite"] == 0 and np.isfinite(report.accuracy["Grad"])
-    support = _manifest(report.path)["tensorrt_support"]
+    manifest = _manifest(report.path)
+    support = manifest["tensorrt_support"]
     assert support["passed"], support["problems"][:3]
     assert support["operators"]["QuantizeLinear"] > 0
+    shares, budget = manifest["precision_shares"], manifest["int8_budget"]
+    assert shares["attention_products"]["fp16"] >= 0.9 and shares["flops"]["fp32"] == 0
+    int8_gflops = budget["int8_share_of_weight_flops"] * budget["weight_gflops"]
+    assert shares["flops"]["int8"] * shares["gflops"] == pytest.approx(int8_gflops, rel=0.02)
+    assert budget["float_parts_fp32"] is not None and budget["conversion"]["int8_weights"] >= 45
+    assert budget["final"]["mean_abs"] <= 5e-3 and budget["final"]["max_abs"] <= 0.05  # gated on the final file
+    assert {"quantisation", "sensitivity", "fp16", "gate", "shares"} <= set(manifest["stage_seconds"])
+    assert report.size_bytes < 0.4 * (report.path.parent / "smat.onnx").stat().st_size  # int8 weights
 
 
 def test_cpu_int8_leaves_attention_in_float_and_runs(int8_cpu_report):

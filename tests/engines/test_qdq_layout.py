@@ -1,17 +1,17 @@
-"""The Q/DQ structure check and the rewiring that confines Q/DQ to compute inputs, on hand-built graphs."""
+"""The rewiring that confines Q/DQ to compute inputs and the weight/activation split, on hand-built graphs."""
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from smat_deploy.engines.int8 import activation_matmuls, confine_qdq_to_compute_inputs, qdq_structure
+from smat_deploy.engines.int8 import activation_matmuls, confine_qdq_to_compute_inputs
 
 
-def _graph(zero_point_dtype=np.int8, zero_point=0, extra_consumer=None):
+def _graph(extra_consumer=None):
     inits = [
         numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
-        numpy_helper.from_array(np.array(zero_point, zero_point_dtype), "zp"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
         numpy_helper.from_array(np.ones((4, 4), np.float32), "w"),
     ]
     nodes = [
@@ -29,24 +29,13 @@ def _graph(zero_point_dtype=np.int8, zero_point=0, extra_consumer=None):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
 
 
-def test_symmetric_qdq_on_a_matmul_input_is_clean():
-    report = qdq_structure(_graph())
-    assert report["problems"] == [] and report["quantized_inputs_by_op"] == {"MatMul": 1}
-    assert report["quantize_nodes"] == report["dequantize_nodes"] == 1
-
-
-def test_asymmetric_or_uint8_zero_points_are_flagged():
-    assert any("non-zero zero point" in p for p in qdq_structure(_graph(zero_point=3))["problems"])
-    assert any("not INT8" in p for p in qdq_structure(_graph(zero_point_dtype=np.uint8))["problems"])
-
-
-def test_dq_feeding_a_non_compute_op_is_flagged_then_confined():
+def test_dq_feeding_a_non_compute_op_is_confined_to_the_compute_inputs():
     model = _graph(extra_consumer="Add")
-    assert any("feeds Add" in p for p in qdq_structure(model)["problems"])
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert confine_qdq_to_compute_inputs(model) == 1
-    assert qdq_structure(model)["problems"] == []
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert adds[0].input[0] == "x"  # the Add now reads the float tensor
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert np.array_equal(before[0], after[0])  # the MatMul still sees the quantised input
     assert np.array_equal(after[1], x + x)  # the Add now sees the float tensor, not the rounded one
