@@ -450,13 +450,13 @@ def make_pair_variant(
                 if kind == "int8" and role == "encoder":
                     half.fusion = check_fusion(written)
                     if not half.fusion["passed"]:
-                        raise SmatError(
+                        raise CheckFailed(
                             f"{half.path.name} would not fuse into int8 kernels on TensorRT: "
                             f"{half.fusion['problems'][0]}; nothing was written"
                         )
                 half.tensorrt_support = check_tensorrt_support(written)
                 if not half.tensorrt_support["passed"]:
-                    raise SmatError(
+                    raise CheckFailed(
                         f"{half.path.name} breaks TensorRT's ONNX support matrix: "
                         f"{half.tensorrt_support['problems'][0]}; nothing was written"
                     )

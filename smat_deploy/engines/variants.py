@@ -422,13 +422,13 @@ def make_variant(
         written = None if kind in CPU_ONLY else onnx.load(str(tmp))  # a file meant for TensorRT
         fusion = check_fusion(written) if kind == "int8" else None
         if fusion is not None and not fusion["passed"]:
-            raise SmatError(
+            raise CheckFailed(
                 f"{VARIANT_FILES[kind]} would not fuse into int8 kernels on TensorRT: {fusion['problems'][0]}; "
                 "nothing was written"
             )
         support = None if written is None else check_tensorrt_support(written)
         if support is not None and not support["passed"]:
-            raise SmatError(
+            raise CheckFailed(
                 f"{VARIANT_FILES[kind]} breaks TensorRT's ONNX support matrix: {support['problems'][0]}; "
                 "nothing was written"
             )

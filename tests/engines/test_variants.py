@@ -117,6 +117,41 @@ def test_a_broken_calibration_fails_the_int8_gate_and_writes_nothing(workdir, ca
     assert sorted(p.name for p in folder.iterdir()) == ["smat.json", "smat.onnx", "smat_int8.onnx"]
 
 
+def test_a_file_tensorrt_would_not_fuse_is_refused_and_the_older_one_kept(workdir, calibration, tmp_path, monkeypatch):
+    """The float16 step here leaves a Cast between one DequantizeLinear and its MatMul (the layout an AutoCast
+    without float16 scales writes): the fusion check refuses the file, exit status 1, nothing replaced."""
+    from smat_deploy.errors import CheckFailed
+
+    folder = tmp_path / "unfused"
+    folder.mkdir()
+    for name in ("smat.onnx", "smat.json"):
+        shutil.copy(workdir / name, folder / name)
+    (folder / "smat_int8.onnx").write_bytes(b"an older file the failed run must keep")
+    real = variants.run_isolated
+
+    def cast_after_a_dq(what, function, *args):
+        result = real(what, function, *args)
+        if what == "FP16 outside INT8":
+            model = onnx.load(args[1])
+            dqs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+            consumer = next(n for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in dqs)
+            cast = helper.make_node("Cast", [consumer.input[0]], ["dq_cast"], name="dq_cast", to=TensorProto.FLOAT16)
+            consumer.input[0] = "dq_cast"
+            model.graph.node.insert(list(model.graph.node).index(consumer), cast)
+            onnx.save(model, args[1])
+        return result
+
+    monkeypatch.setattr(variants, "run_isolated", cast_after_a_dq)
+    with pytest.raises(
+        CheckFailed,
+        match=r"smat_int8\.onnx would not fuse into int8 kernels on TensorRT: .* feeds Cast "
+        r"dq_cast: a Cast between a DequantizeLinear and its op",
+    ):
+        variants.make_variant("int8", folder / "smat.onnx", calibration, holdout=1)
+    assert (folder / "smat_int8.onnx").read_bytes() == b"an older file the failed run must keep"
+    assert sorted(p.name for p in folder.iterdir()) == ["smat.json", "smat.onnx", "smat_int8.onnx"]
+
+
 def test_a_tiny_calibration_set_is_refused_before_any_work(workdir, calibration):
     from smat_deploy.data.calibration import CalibrationSet
 
