@@ -90,8 +90,9 @@ def render() -> str:
 
 def _memory_lines() -> list[str]:
     """The memory model of smat_deploy/runtime/memory.py for the backends the C++ library has (OpenVINO)."""
+    from smat_deploy import upsample
+    from smat_deploy.runtime import sizing
     from smat_deploy.runtime.memory import PAIR_PROFILES, PROFILES
-    from smat_deploy.runtime.sizing import DEFAULT_MEMORY_SHARE
 
     def profile(name: str, value) -> str:
         return (
@@ -108,7 +109,7 @@ def _memory_lines() -> list[str]:
         "// The memory model (smat_deploy/runtime/memory.py): a call's peak from the padded token grid.",
         f"inline constexpr int kAttentionHeads = {C.ATTENTION_HEADS};",
         f"inline constexpr int kDecoderScale = {C.DECODER_SCALE};",
-        f"inline constexpr double kDefaultMemoryShare = {DEFAULT_MEMORY_SHARE!r};",
+        f"inline constexpr double kDefaultMemoryShare = {sizing.DEFAULT_MEMORY_SHARE!r};",
         "struct MemoryProfile {",
         "    double attention_buffers, backbone_channels, decoder_channels, fixed_mb, allocator;",
         "};",
@@ -120,6 +121,14 @@ def _memory_lines() -> list[str]:
         "};",
         f"inline constexpr std::array<EmbeddingTensor, {len(embedding)}> kEmbeddingTensors = "
         f"{{{{{', '.join(embedding)}}}}};",
+        "// The size policy (smat_deploy/runtime/sizing.py) and the guided filter (smat_deploy/upsample.py).",
+        f"inline constexpr int kDefaultScaleTo = {sizing.DEFAULT_SCALE_TO};",
+        f"inline constexpr double kHostBytesPerPixel = {float(sizing._HOST_BYTES_PER_PIXEL)!r};",
+        f"inline constexpr double kScaledBytesPerPixel = {float(sizing._SCALED_BYTES_PER_PIXEL)!r};",
+        f"inline constexpr double kStripMB = {float(sizing._STRIP_MB)!r};",
+        f"inline constexpr int kGuidedRadius = {upsample.DEFAULT_RADIUS};",
+        f"inline constexpr double kGuidedEps = {upsample.DEFAULT_EPS!r};",
+        f"inline constexpr long long kGuidedStripPixels = {upsample._STRIP_PIXELS};",
         "",
     ]
 

@@ -38,6 +38,10 @@ class SmatOptions(ctypes.Structure):
         ("inference_precision", ctypes.c_char_p),
         ("precision", ctypes.c_char_p),
         ("max_memory_mb", ctypes.c_double),
+        ("size_policy", ctypes.c_int32),
+        ("scale_to", ctypes.c_int32),
+        ("max_side", ctypes.c_int32),
+        ("upsampling", ctypes.c_char_p),
     ]
 
 
@@ -64,6 +68,7 @@ def load_library(path: str | os.PathLike[str] | None = None) -> ctypes.CDLL:
         ("smat_engine_last_error", cp, [vp]),
         ("smat_predictor_last_error", cp, [vp]),
         ("smat_rasterize", ctypes.c_int, [cp, cp, i32, i32, u8p, size]),
+        ("smat_upsample_alpha", ctypes.c_int, [cp, f32p, i32, i32, f32p, f32p, i32, i32, f32p, size]),
         ("smat_estimate_memory_mb", ctypes.c_int, [cp, i32, i32, i32, ctypes.POINTER(ctypes.c_double)]),
         ("smat_read_image", ctypes.c_int, [cp, i32p, i32p, u8p, size]),
         ("smat_engine_open", ctypes.c_int, [cp, vp, ctypes.POINTER(vp)]),
@@ -148,10 +153,53 @@ def _alpha_call(
     return alpha
 
 
+def upsample_alpha(
+    lib: ctypes.CDLL, method: str, alpha: np.ndarray, small: np.ndarray | None, full: np.ndarray | None, size: tuple
+) -> np.ndarray:
+    """``smat_upsample_alpha``: an ``h x w`` alpha at ``size`` (height, width); ``small``/``full`` are the photo
+    (``HxWx3`` float in [0, 1]) at both sizes, for ``guided``."""
+    f32p = ctypes.POINTER(ctypes.c_float)
+
+    def pointer(array: np.ndarray | None):
+        return None if array is None else array.ctypes.data_as(f32p)
+
+    alpha = np.ascontiguousarray(alpha, np.float32)
+    small = None if small is None else np.ascontiguousarray(small, np.float32)
+    full = None if full is None else np.ascontiguousarray(full, np.float32)
+    out = np.zeros(size, np.float32)
+    status = lib.smat_upsample_alpha(
+        method.encode(),
+        pointer(alpha),
+        alpha.shape[1],
+        alpha.shape[0],
+        pointer(small),
+        pointer(full),
+        size[1],
+        size[0],
+        pointer(out),
+        out.size,
+    )
+    if status != SMAT_OK:
+        raise CError(status, lib.smat_last_error().decode())
+    return out
+
+
 class Engine:
-    def __init__(self, lib: ctypes.CDLL, path: Path, max_memory_mb: float = 0.0) -> None:
+    def __init__(
+        self,
+        lib: ctypes.CDLL,
+        path: Path,
+        max_memory_mb: float = 0.0,
+        *,
+        size_policy: bool = False,
+        scale_to: int = 0,
+        max_side: int = 0,
+        upsampling: str | None = None,
+    ) -> None:
         self.lib, self.handle = lib, ctypes.c_void_p()
-        options = SmatOptions(None, 0, None, None, max_memory_mb)
+        options = SmatOptions(
+            None, 0, None, None, max_memory_mb, int(size_policy), scale_to, max_side, upsampling and upsampling.encode()
+        )
         status = lib.smat_engine_open(str(path).encode(), ctypes.byref(options), ctypes.byref(self.handle))
         if status != SMAT_OK:
             raise CError(status, lib.smat_last_error().decode())

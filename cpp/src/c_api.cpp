@@ -65,6 +65,10 @@ smat::Options options_from(const smat_options* options) {
     if (options->inference_precision) out.inference_precision = options->inference_precision;
     if (options->precision) out.precision = options->precision;
     out.max_memory_mb = options->max_memory_mb;
+    out.size_policy = options->size_policy != 0;
+    out.scale_to = options->scale_to;
+    out.max_side = options->max_side;
+    if (options->upsampling) out.upsampling = options->upsampling;
     return out;
 }
 
@@ -231,6 +235,42 @@ smat_status smat_rasterize(const char* prompts_json, const char* base_dir, int32
                                                                   std::to_string(height) + " needs more");
         const auto result = smat::rasterize(prompts_of(prompts_json, base_dir), width, height);
         std::copy(result.begin(), result.end(), mask);
+    });
+}
+
+smat_status smat_upsample_alpha(const char* method, const float* alpha, int32_t small_width, int32_t small_height,
+                                const float* small_rgb, const float* rgb, int32_t width, int32_t height, float* out,
+                                size_t out_capacity) {
+    return guarded<smat_engine>(nullptr, [&] {
+        require(method, "method");
+        require(alpha, "alpha");
+        require(out, "out");
+        const std::string name = method;
+        if (small_width < 1 || small_height < 1 || small_width > width || small_height > height)
+            smat::detail::fail(smat::Status::InvalidArgument,
+                               "upsampling enlarges: " + std::to_string(small_width) + "x" + std::to_string(small_height) +
+                                   " to " + std::to_string(width) + "x" + std::to_string(height) + " is not that");
+        if (out_capacity < static_cast<size_t>(width) * static_cast<size_t>(height))
+            smat::detail::fail(smat::Status::InvalidArgument, "the output buffer holds " + std::to_string(out_capacity) +
+                                                                  " floats; " + std::to_string(width) + "x" +
+                                                                  std::to_string(height) + " needs more");
+        const auto planes = [](const float* interleaved, int w, int h) {  // HxWx3 -> 3 planes
+            const std::size_t n = static_cast<std::size_t>(w) * h;
+            std::vector<float> result(3 * n);
+            for (std::size_t k = 0; k < n; ++k)
+                for (int c = 0; c < 3; ++c) result[c * n + k] = interleaved[k * 3 + c];
+            return result;
+        };
+        std::vector<float> small, full;
+        if (name == "guided") {
+            require(small_rgb, "small_rgb");
+            require(rgb, "rgb");
+            small = planes(small_rgb, small_width, small_height);
+            full = planes(rgb, width, height);
+        }
+        const std::vector<float> values(alpha, alpha + static_cast<std::size_t>(small_width) * small_height);
+        const auto result = smat::detail::upsample_alpha(name, values, small, small_width, small_height, full, width, height);
+        std::copy(result.begin(), result.end(), out);
     });
 }
 

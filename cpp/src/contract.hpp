@@ -62,5 +62,13 @@ struct EmbeddingTensor {
     int channels, scale;
 };
 inline constexpr std::array<EmbeddingTensor, 5> kEmbeddingTensors = {{{384, 1}, {384, 0}, {3, 16}, {96, 4}, {256, 2}}};
+// The size policy (smat_deploy/runtime/sizing.py) and the guided filter (smat_deploy/upsample.py).
+inline constexpr int kDefaultScaleTo = 1568;
+inline constexpr double kHostBytesPerPixel = 20.0;
+inline constexpr double kScaledBytesPerPixel = 212.0;
+inline constexpr double kStripMB = 150.0;
+inline constexpr int kGuidedRadius = 1;
+inline constexpr double kGuidedEps = 1e-05;
+inline constexpr long long kGuidedStripPixels = 2000000;
 
 }  // namespace smat::contract

@@ -62,7 +62,7 @@ Alpha alpha_from(const Tensor& tensor, std::size_t sample, int width, int height
 // -- Engine ---------------------------------------------------------------------------------------------
 struct Engine::Impl {
     ModelInfo info;
-    double max_memory_mb = 0;
+    Options options;
     std::unique_ptr<detail::Backend> backend;
 };
 
@@ -91,8 +91,10 @@ Engine Engine::open(const std::string& path, const Options& options) {
         }
         fail(Status::BadModel, detail::file_name(path) + "'s manifest " + manifest.path + " names no SMat role");
     }
+    if (options.upsampling != "guided" && options.upsampling != "bilinear" && options.upsampling != "nearest")
+        fail(Status::InvalidArgument, "upsampling must be guided, bilinear or nearest, got '" + options.upsampling + "'");
     auto impl = std::make_unique<Impl>();
-    impl->max_memory_mb = options.max_memory_mb;
+    impl->options = options;
     impl->backend = detail::open_model(path, "whole", options, manifest, impl->info);
     return Engine(std::move(impl));
 }
@@ -117,29 +119,63 @@ std::vector<Alpha> Engine::matte_batch(const std::vector<ImageView>& images, con
                                           ") or one for all, not " + std::to_string(prompts.size()));
     }
     const int width = images.front().width, height = images.front().height;
-    if (width >= info.min_side && height >= info.min_side && width <= info.max_width && height <= info.max_height)
-        detail::check_memory("whole", static_cast<int>(images.size()), height, width, impl_->max_memory_mb);
+    const auto& options = impl_->options;
+    detail::RunSize run{width, height, false, "full size"};
+    const bool sized = width >= info.min_side && height >= info.min_side;
+    if (options.size_policy && sized) {
+        run = detail::plan_size(static_cast<int>(images.size()), height, width, info, options);
+    } else if (sized && width <= info.max_width && height <= info.max_height) {
+        detail::check_memory("whole", static_cast<int>(images.size()), height, width, options.max_memory_mb);
+    }
     std::vector<float> image_data, prompt_data, state_data;
+    std::vector<std::vector<float>> full_planes, small_planes;  // a scaled run keeps both sizes of each photo
     for (std::size_t i = 0; i < images.size(); ++i) {
         if (images[i].width != width || images[i].height != height) {
             fail(Status::InvalidArgument, "the photos of a batch must have one size: photo " + std::to_string(i) + " is " +
                                               std::to_string(images[i].width) + "x" + std::to_string(images[i].height) +
                                               ", photo 0 " + std::to_string(width) + "x" + std::to_string(height));
         }
-        detail::append_image(images[i], info, image_data);
-        const bool marked = detail::append_prompt(prompts.size() == 1 ? prompts[0] : prompts[i], width, height, prompt_data);
+        const Prompts& prompt = prompts.size() == 1 ? prompts[0] : prompts[i];
+        if (!run.scaled) {
+            detail::append_image(images[i], info, image_data);
+            const bool marked = detail::append_prompt(prompt, width, height, prompt_data);
+            state_data.push_back(detail::state_value(state, marked, static_cast<int>(i)));
+            continue;
+        }
+        // sizing.Rescale: the photo and its prompt at the run size; the alpha comes back at the photo's size
+        std::vector<float> planes, mask;
+        ModelInfo full_size = info;
+        full_size.max_width = std::max(info.max_width, width);
+        full_size.max_height = std::max(info.max_height, height);
+        detail::append_image(images[i], full_size, planes);
+        const bool marked = detail::append_prompt(prompt, width, height, mask);
+        auto small = detail::resize_photo(planes, width, height, run.width, run.height);
+        image_data.insert(image_data.end(), small.begin(), small.end());
+        const auto small_mask = detail::shrink_prompt(mask, width, height, run.width, run.height);
+        prompt_data.insert(prompt_data.end(), small_mask.begin(), small_mask.end());
         state_data.push_back(detail::state_value(state, marked, static_cast<int>(i)));
+        full_planes.push_back(std::move(planes));
+        small_planes.push_back(std::move(small));
     }
     const std::int64_t batch = static_cast<std::int64_t>(images.size());
     const detail::Feed feed = {
-        {"image", {{batch, 3, height, width}, image_data.data()}},
-        {"prompt", {{batch, 1, height, width}, prompt_data.data()}},
+        {"image", {{batch, 3, run.height, run.width}, image_data.data()}},
+        {"prompt", {{batch, 1, run.height, run.width}, prompt_data.data()}},
         {"state", {{batch, 1}, state_data.data()}},
     };
     const auto outputs = impl_->backend->infer(feed, {"alpha"});
     const auto& alpha = outputs.at("alpha");
     std::vector<Alpha> result;
-    for (std::size_t i = 0; i < images.size(); ++i) result.push_back(detail::alpha_from(alpha, i, width, height));
+    for (std::size_t i = 0; i < images.size(); ++i) {
+        Alpha small = detail::alpha_from(alpha, i, run.width, run.height);
+        if (run.scaled) {
+            small.data = detail::upsample_alpha(options.upsampling, small.data, small_planes[i], run.width, run.height,
+                                                full_planes[i], width, height);
+            small.width = width;
+            small.height = height;
+        }
+        result.push_back(std::move(small));
+    }
     return result;
 }
 

@@ -77,6 +77,30 @@ float state_value(State state, bool marked, int sample);
 //! `max_memory_mb` > 0, or 0 for 60% of the available memory plus the resident; < 0 turns the check off.
 void check_memory(const std::string& role, int batch, int height, int width, double max_memory_mb);
 
+//! The size a batch of `width` x `height` photos runs at under the size policy (Sizing.plan in
+//! smat_deploy/runtime/sizing.py, on OpenVINO's memory model): full size when it fits, else scaled.
+struct RunSize {
+    int width = 0, height = 0;
+    bool scaled = false;
+    std::string reason;
+};
+RunSize plan_size(int batch, int height, int width, const ModelInfo& limits, const Options& options);
+
+// -- scaling and upsampling (src/resample.cpp) ------------------------------------------------------
+enum class PillowFilter { Bilinear, Box };
+//! A float plane resized as Pillow's Image.resize resizes an "F" image (box: the source region, in float).
+std::vector<float> pillow_resize(const float* source, int width, int height, int out_width, int out_height,
+                                 PillowFilter filter, const float* box = nullptr);
+std::vector<float> resize_nearest(const float* source, int width, int height, int out_width, int out_height);
+std::vector<float> resize_bilinear(const float* source, int width, int height, int out_width, int out_height);
+//! 3 RGB planes in [0, 1] scaled as smat_deploy.images.resize_image scales a photo.
+std::vector<float> resize_photo(const std::vector<float>& planes, int width, int height, int out_width, int out_height);
+//! sizing.shrink_prompt: nearest, and a mask that loses every marked pixel that way keeps each cell it touches.
+std::vector<float> shrink_prompt(const std::vector<float>& mask, int width, int height, int out_width, int out_height);
+//! upsample.upsample_alpha: the alpha at the small size back at the full size (guided: from the photo's planes).
+std::vector<float> upsample_alpha(const std::string& method, const std::vector<float>& alpha, const std::vector<float>& small,
+                                  int width, int height, const std::vector<float>& full, int full_width, int full_height);
+
 // -- images (src/images.cpp) -------------------------------------------------------------------------
 struct Decoded {
     int width = 0, height = 0, channels = 0;  // channels: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA

@@ -1,5 +1,6 @@
 /* The C ABI from C: compiled as C99 (the header must be C), and, with SMAT_TEST_MODELS set, a whole run:
- * open the model, matte a generated photo with a box, embed it once and answer two clicks. */
+ * open the model with the size policy, matte a generated photo with a box at half its size (max_side) and bring
+ * the alpha back, embed it once and answer two clicks; and smat_upsample_alpha on its own. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +17,20 @@ int main(void) {
     smat_predictor* predictor = NULL;
     smat_embedding* embedding = NULL;
     smat_image image;
+    smat_options options;
+    static float small_alpha[8 * 6], small_rgb[8 * 6 * 3], full_rgb[16 * 12 * 3], full_alpha[16 * 12];
     int i;
 
     printf("smat %s\n", smat_version());
     if (smat_engine_open("/nonexistent/smat.onnx", NULL, &engine) != SMAT_NOT_FOUND || engine != NULL) return 1;
     printf("expected error: %s\n", smat_last_error());
+    for (i = 0; i < 8 * 6; ++i) small_alpha[i] = (float)(i % 7) / 6.0f;
+    for (i = 0; i < 8 * 6 * 3; ++i) small_rgb[i] = (float)(i % 5) / 4.0f;
+    for (i = 0; i < 16 * 12 * 3; ++i) full_rgb[i] = (float)(i % 9) / 8.0f;
+    if (smat_upsample_alpha("guided", small_alpha, 8, 6, small_rgb, full_rgb, 16, 12, full_alpha, 16 * 12) != SMAT_OK) {
+        fprintf(stderr, "upsample: %s\n", smat_last_error());
+        return 1;
+    }
     if (!models || !*models) return 0;
 
     for (i = 0; i < W * H * 3; ++i) pixels[i] = (uint8_t)((i * 37) % 251);
@@ -31,7 +41,11 @@ int main(void) {
     image.format = SMAT_RGB8;
 
     snprintf(path, sizeof path, "%s/smat.onnx", models);
-    if (smat_engine_open(path, NULL, &engine) != SMAT_OK) {
+    memset(&options, 0, sizeof options);
+    options.size_policy = 1;
+    options.max_side = 32;
+    options.upsampling = "guided";
+    if (smat_engine_open(path, &options, &engine) != SMAT_OK) {
         fprintf(stderr, "open: %s\n", smat_last_error());
         return 1;
     }

@@ -120,7 +120,7 @@ void test_c_abi_without_models() {
     CHECK(std::strstr(smat_last_error(), "no such folder or file: /nonexistent") != nullptr);
     smat_predictor_close(nullptr);
     smat_embedding_free(nullptr);
-    smat_options options{"tensorrt", 0, nullptr, nullptr, 0.0};
+    smat_options options{"tensorrt", 0, nullptr, nullptr, 0.0, 0, 0, 0, nullptr};
     CHECK(smat_engine_open("/nonexistent/smat.onnx", &options, &engine) == SMAT_NOT_FOUND);
     // images
     EXPECT_ERROR(smat::read_image("/nonexistent/photo.jpg"), NotFound, "image not found: /nonexistent/photo.jpg");

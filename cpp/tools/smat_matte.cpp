@@ -39,8 +39,12 @@ const char* kUsage =
     "  --threads N             inference threads (default: the backend's)\n"
     "  --inference-precision P OpenVINO: f32 (default), bf16, f16\n"
     "  --precision NAME        which pair in an export folder (default float32)\n"
-    "  --max-memory-mb MB      memory budget: a photo predicted not to fit is refused (default: 60% of the\n"
-    "                          memory available; this program runs photos at their own size)\n"
+    "  --max-memory-mb MB      memory budget (default: 60% of the memory available + what the process holds)\n"
+    "  --scale-to N            a photo too large for the budget runs scaled, its long side at most N\n"
+    "                          (default 1568), and its alpha comes back at the photo's size\n"
+    "  --max-side N            every photo's long side at most N (default: only the budget scales)\n"
+    "  --upsampling M          guided (default: from the full-size photo), bilinear or nearest\n"
+    "                          (the size policy of smat-deploy matte; the pair runs photos at their own size)\n"
     "  --json                  print a JSON summary on stdout\n"
     "  --version               print the library's version\n"
     "  -h, --help              this text\n";
@@ -94,7 +98,8 @@ std::string escape(const std::string& text) {
 int main(int argc, char** argv) {
     std::string photo, engine, output, backend = "openvino", inference_precision = "f32", precision = "float32";
     std::vector<std::string> points, boxes, scribbles, masks, prompt_files;
-    int radius = 20, threads = 0;
+    int radius = 20, threads = 0, scale_to = 0, max_side = 0;
+    std::string upsampling = "guided";
     double max_memory_mb = 0;
     bool json = false;
     smat::State state = smat::State::Derived;
@@ -138,6 +143,16 @@ int main(int argc, char** argv) {
                 const double mb = std::strtod(v.c_str(), &end);
                 if (v.empty() || *end != '\0' || !(mb > 0) || !std::isfinite(mb)) throw Usage{"--max-memory-mb must be a number above 0, got '" + v + "'"};
                 max_memory_mb = mb;
+            } else if (arg == "--scale-to" || arg == "--max-side") {
+                const std::string v = value();
+                char* end = nullptr;
+                const long side = std::strtol(v.c_str(), &end, 10);
+                if (v.empty() || *end != '\0' || side < 14 || side > 1000000) throw Usage{arg + " must be a whole number >= 14, got '" + v + "'"};
+                (arg == "--scale-to" ? scale_to : max_side) = static_cast<int>(side);
+            } else if (arg == "--upsampling") {
+                upsampling = value();
+                if (upsampling != "guided" && upsampling != "bilinear" && upsampling != "nearest")
+                    throw Usage{"--upsampling must be guided, bilinear or nearest, got '" + upsampling + "'"};
             } else if (arg == "--inference-precision") inference_precision = value();
             else if (arg == "--precision") precision = value();
             else if (arg == "--json") json = true;
@@ -192,6 +207,10 @@ int main(int argc, char** argv) {
         options.inference_precision = inference_precision;
         options.precision = precision;
         options.max_memory_mb = max_memory_mb;
+        options.size_policy = true;  // as smat-deploy matte: a photo too large for the budget runs scaled
+        options.scale_to = scale_to;
+        options.max_side = max_side;
+        options.upsampling = upsampling;
         std::vector<smat::Alpha> alphas;
         std::string model;
         const bool pair = is_dir(engine) || several;

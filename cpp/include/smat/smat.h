@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define SMAT_ABI_VERSION 1
+#define SMAT_ABI_VERSION 2 /* 2: smat_options gained the size policy; smat_upsample_alpha */
 
 typedef enum smat_status {
     SMAT_OK = 0,
@@ -71,6 +71,11 @@ typedef struct smat_options {
     const char* precision;           /* smat_predictor_open on a folder: NULL "float32", or "float32_cpu", "fp16", ... */
     double max_memory_mb;            /* a call's memory budget: 0 60% of the available memory (+ resident), < 0 no check;
                                         a photo predicted not to fit is refused with SMAT_OUT_OF_MEMORY before it runs */
+    int32_t size_policy;             /* engines: non-zero runs a photo that does not fit (or is above max_side) scaled
+                                        down, and brings its alpha back to the photo's size (smat-deploy's policy) */
+    int32_t scale_to;                /* 0: 1568, the long side a photo scaled to fit the budget gets at most */
+    int32_t max_side;                /* 0: none; else every photo's long side at most this */
+    const char* upsampling;          /* NULL: "guided" (from the full-size photo), or "bilinear", "nearest" */
 } smat_options;
 
 typedef struct smat_engine smat_engine;
@@ -107,6 +112,13 @@ smat_status smat_read_image(const char* path, int32_t* width, int32_t* height, u
 
 /* The predicted peak memory in MB of one OpenVINO call (role "whole", "encoder", "decoder" or "pair"). */
 smat_status smat_estimate_memory_mb(const char* role, int32_t batch, int32_t height, int32_t width, double* mb);
+
+/* An alpha made at small_width x small_height brought back to width x height as smat-deploy does (method "guided",
+ * "bilinear" or "nearest"); `small_rgb` and `rgb` are the photo at both sizes, float RGB in [0, 1], row by row
+ * (both ignored but for "guided"); `out` holds at least width * height floats. */
+smat_status smat_upsample_alpha(const char* method, const float* alpha, int32_t small_width, int32_t small_height,
+                                const float* small_rgb, const float* rgb, int32_t width, int32_t height, float* out,
+                                size_t out_capacity);
 
 /* The prompt mask smat-deploy draws for `prompts_json` at width x height: mask[y * width + x] is 0 or 1. */
 smat_status smat_rasterize(const char* prompts_json, const char* base_dir, int32_t width, int32_t height, uint8_t* mask,

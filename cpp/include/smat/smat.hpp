@@ -115,6 +115,14 @@ struct Options {
     //! predicted peak does not fit is refused (Status::OutOfMemory) before anything runs. 0: 60% of the
     //! memory available plus what the process holds (smat-deploy's default); below 0: no check.
     double max_memory_mb = 0;
+    //! The size policy of smat-deploy (smat_deploy/runtime/sizing.py), for Engine: off (false, the default), a
+    //! photo runs at its own size or is refused as above; on, a photo whose predicted peak does not fit the budget
+    //! (or whose long side is above max_side) runs scaled down, never above scale_to on its long side, and its
+    //! alpha comes back at the photo's size by `upsampling` (guided from the full-size photo, bilinear or nearest).
+    bool size_policy = false;
+    int scale_to = 0;                 //!< long side of a photo scaled to fit the budget, at most; 0: smat-deploy's (1568)
+    int max_side = 0;                 //!< long side every photo is scaled to, at most; 0: only the budget scales
+    std::string upsampling = "guided";  //!< guided (default), bilinear or nearest
 };
 
 //! The predicted peak memory, in MB, of one OpenVINO call on `batch` photos of `width` x `height`: role
