@@ -82,10 +82,12 @@ def test_int8_files_meet_the_default_budget_on_the_finetuned_weights(kind, int8_
     groups = {g["group"]: g for g in budget["groups"]}
     assert {f"backbone.blocks.{i}.{p}" for i in range(12) for p in ("attn", "mlp")} <= set(groups)
     assert {"decoder.fusion_blks.0", "decoder.matting_head"} <= set(groups)
-    assert groups["decoder.convstream"]["precision"] == "float32"
+    # what is not int8 runs in float16 in the TensorRT file (float32 in the CPU file), read from the written file
+    not_int8 = "float16" if kind == "int8" else "float32"
+    assert groups["decoder.convstream"]["precision"] == not_int8
     assert all(g["sensitivity"] is not None for g in budget["groups"] if g["precision"] == "int8")
     # TensorRT file: Q K^T and P V per block; CPU file: one fused MultiHeadAttention per block
-    assert budget["attention_products"]["precision"] == "float32"
+    assert budget["attention_products"]["precision"] == not_int8
     assert budget["attention_products"]["nodes"] >= (24 if kind == "int8" else 12)
     # independent check on inputs of another size that the gate never saw
     mean_abs, max_abs = _independent_accuracy(report.path, workdir, 126)
