@@ -262,3 +262,8 @@ def test_int8_pair_encoder_is_int8_in_float16_and_passes_the_fusion_check(workdi
     manifest = json.loads((workdir / "smat_encoder_int8.json").read_text())
     assert manifest["tensorrt_fusion"]["passed"] and manifest["int8_budget"]["conversion"]["int8_weights"] >= 45
     assert int8_pair.budget.passed and int8_pair.budget.int8_share >= MIN_INT8_SHARE
+    # for TensorRT the decoder, not quantised, runs in float16 too (the int8_cpu pair's stays float32)
+    assert int8_pair.halves["decoder"].precision == "fp16"
+    decoder = onnx.load(workdir / "smat_decoder_int8.onnx")
+    assert onnx.TensorProto.FLOAT16 in {i.data_type for i in decoder.graph.initializer}
+    assert int8_pair.halves["decoder"].tensorrt_support["passed"]
