@@ -123,7 +123,7 @@ std::vector<Alpha> Engine::matte_batch(const std::vector<ImageView>& images, con
     detail::RunSize run{width, height, false, "full size"};
     const bool sized = width >= info.min_side && height >= info.min_side;
     if (options.size_policy && sized) {
-        run = detail::plan_size(static_cast<int>(images.size()), height, width, info, options);
+        run = detail::plan_size(height, width, info, options);
     } else if (sized && width <= info.max_width && height <= info.max_height) {
         detail::check_memory("whole", static_cast<int>(images.size()), height, width, options.max_memory_mb);
     }

@@ -77,14 +77,14 @@ float state_value(State state, bool marked, int sample);
 //! `max_memory_mb` > 0, or 0 for 60% of the available memory plus the resident; < 0 turns the check off.
 void check_memory(const std::string& role, int batch, int height, int width, double max_memory_mb);
 
-//! The size a batch of `width` x `height` photos runs at under the size policy (Sizing.plan in
-//! smat_deploy/runtime/sizing.py, on OpenVINO's memory model): full size when it fits, else scaled.
+//! The size `width` x `height` photos run at under the size policy (Sizing.plan in smat_deploy/runtime/sizing.py,
+//! planned per photo as there, on OpenVINO's memory model): full size when one fits, else scaled.
 struct RunSize {
     int width = 0, height = 0;
     bool scaled = false;
     std::string reason;
 };
-RunSize plan_size(int batch, int height, int width, const ModelInfo& limits, const Options& options);
+RunSize plan_size(int height, int width, const ModelInfo& limits, const Options& options);
 
 // -- scaling and upsampling (src/resample.cpp) ------------------------------------------------------
 enum class PillowFilter { Bilinear, Box };

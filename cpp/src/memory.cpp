@@ -177,7 +177,7 @@ void check_memory(const std::string& role, int batch, int height, int width, dou
              "or set a larger Options::max_memory_mb");
 }
 
-RunSize plan_size(int batch, int height, int width, const ModelInfo& limits, const Options& options) {
+RunSize plan_size(int height, int width, const ModelInfo& limits, const Options& options) {
     if (options.scale_to != 0 && options.scale_to < contract::kMinSide)
         fail(Status::InvalidArgument, "scale_to must be at least " + std::to_string(contract::kMinSide) + ", got " + std::to_string(options.scale_to));
     if (options.max_side != 0 && options.max_side < contract::kMinSide)
@@ -194,7 +194,6 @@ RunSize plan_size(int batch, int height, int width, const ModelInfo& limits, con
     };
     const auto fits = [&](int run_height, int run_width) { return !budget.active || predicted(run_height, run_width) <= budget.call_mb; };
     const auto within = [&](int h, int w) { return h <= limits.max_height && w <= limits.max_width; };
-    (void)batch;
     const int long_side = std::max(height, width);
     const bool full_ok = options.max_side == 0 || long_side <= options.max_side;
     if (full_ok && within(height, width) && fits(height, width)) return {width, height, false, "full size"};

@@ -227,7 +227,6 @@ std::vector<float> shrink_prompt(const std::vector<float>& mask, int width, int 
 std::vector<float> guided_upsample(const std::vector<float>& alpha, const std::vector<float>& small, int width, int height,
                                    const std::vector<float>& full, int full_width, int full_height) {
     const int r = contract::kGuidedRadius;
-    const float eps = static_cast<float>(contract::kGuidedEps);
     const std::size_t n = static_cast<std::size_t>(width) * height;
     const float* pixels[3] = {small.data(), small.data() + n, small.data() + 2 * n};
     // the guide: window means (double, kept as float) and the inverse of its regularised colour covariance
@@ -250,7 +249,6 @@ std::vector<float> guided_upsample(const std::vector<float>& alpha, const std::v
             cov[p][k] = static_cast<float>(i == j ? e + contract::kGuidedEps : e);
         }
     }
-    (void)eps;
     std::vector<float> inv[6];
     for (auto& v : inv) v.resize(n);
     for (std::size_t k = 0; k < n; ++k) {

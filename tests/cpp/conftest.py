@@ -46,3 +46,20 @@ def cpp_build() -> Path:
 @pytest.fixture(scope="session")
 def libsmat(cpp_build) -> ctypes.CDLL:
     return load_library(cpp_build / "libsmat.so")
+
+
+def run_command(command: list, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A program run to its end with its output captured (a failure is the test's to judge)."""
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def smat_matte(cpp_build):
+    """``smat_matte(*args)``: the built example program, run."""
+    return lambda *args, timeout=600: run_command([cpp_build / "smat_matte", *args], timeout)
+
+
+@pytest.fixture(scope="session")
+def python_matte():
+    """``python_matte(*args)``: ``smat-deploy matte`` of this checkout, run in its own process."""
+    return lambda *args, timeout=600: run_command([sys.executable, "-m", "smat_deploy", "matte", *args], timeout)

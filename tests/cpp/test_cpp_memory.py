@@ -3,8 +3,6 @@ sizing.py, so a photo too large for this machine is refused in one line instead 
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -55,12 +53,12 @@ def test_a_camera_photo_is_refused_or_run_as_the_python_budget_says(libsmat, tin
         engine.close()
 
 
-def test_smat_matte_takes_a_budget(cpp_build, tiny_onnx_factory, tmp_path):
+def test_smat_matte_takes_a_budget(smat_matte, tiny_onnx_factory, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(photo)
     model = tiny_onnx_factory(tmp_path / "tiny.onnx")
-    run = [str(cpp_build / "smat_matte"), str(photo), "-e", str(model), "-o", str(tmp_path / "a.png")]
-    refused = subprocess.run([*run, "--max-memory-mb", "50"], capture_output=True, text=True, timeout=300, check=False)
+    run = [photo, "-e", model, "-o", tmp_path / "a.png"]
+    refused = smat_matte(*run, "--max-memory-mb", "50")
     assert refused.returncode == 2 and not (tmp_path / "a.png").exists()
     # smat_matte has smat-deploy matte's size policy: too large at full size, and at the smallest size too
     smallest = PROFILES["openvino"].estimate(1, 14, 14).total_mb
@@ -71,7 +69,7 @@ def test_smat_matte_takes_a_budget(cpp_build, tiny_onnx_factory, tmp_path):
         refused.stderr.rstrip().endswith("MB a call may take (max_memory_mb 50); raise Options::max_memory_mb")
         and refused.stderr.count("\n") == 1
     )
-    bad = subprocess.run([*run, "--max-memory-mb", "-3"], capture_output=True, text=True, timeout=300, check=False)
+    bad = smat_matte(*run, "--max-memory-mb", "-3")
     assert bad.returncode == 2 and "--max-memory-mb must be a number above 0" in bad.stderr
-    ok = subprocess.run([*run, "--max-memory-mb", "100000"], capture_output=True, text=True, timeout=300, check=False)
+    ok = smat_matte(*run, "--max-memory-mb", "100000")
     assert ok.returncode == 0, ok.stderr

@@ -7,8 +7,6 @@ contract models in test_cpp_engine.py.)"""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -109,52 +107,19 @@ def _png(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-def test_smat_matte_equals_smat_deploy_matte_on_a_shared_photo_with_a_box(cpp_build, exported, shared_photos, tmp_path):
+def test_smat_matte_equals_smat_deploy_matte_on_a_shared_photo_with_a_box(
+    smat_matte, python_matte, exported, shared_photos, tmp_path
+):
     photo = shared_photos / "pymatting_lemur" / "lemur.png"
     if not photo.is_file():
         photo = sorted((shared_photos / "am2k_gfm_pred_notGT").glob("*.jpg"))[0]
     width, height = Image.open(photo).size
     box = f"{width // 8},{height // 10},{width - width // 8},{height - height // 20}"
-    cpp = subprocess.run(
-        [
-            str(cpp_build / "smat_matte"),
-            str(photo),
-            "--engine",
-            str(exported["dir"] / "smat.onnx"),
-            "--box",
-            box,
-            "-o",
-            str(tmp_path / "cpp.png"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    model = exported["dir"] / "smat.onnx"
+    cpp = smat_matte(photo, "--engine", model, "--box", box, "-o", tmp_path / "cpp.png", "--json")
     assert cpp.returncode == 0, cpp.stderr
     assert json.loads(cpp.stdout)["outputs"] == [str(tmp_path / "cpp.png")]
-    python = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smat_deploy",
-            "matte",
-            str(photo),
-            "--engine",
-            str(exported["dir"] / "smat.onnx"),
-            "--backend",
-            "openvino",
-            "--box",
-            box,
-            "-o",
-            str(tmp_path / "py.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    python = python_matte(photo, "--engine", model, "--backend", "openvino", "--box", box, "-o", tmp_path / "py.png")
     assert python.returncode == 0, python.stderr
     cpp_alpha, python_alpha = _png(tmp_path / "cpp.png"), _png(tmp_path / "py.png")
     assert cpp_alpha.shape == (height, width) and cpp_alpha.dtype == np.uint8
@@ -162,7 +127,7 @@ def test_smat_matte_equals_smat_deploy_matte_on_a_shared_photo_with_a_box(cpp_bu
     assert cpp_alpha.std() > 10  # a real matte, not a constant
 
 
-def test_smat_matte_embeds_once_for_several_prompt_files(cpp_build, exported, photos, tmp_path):
+def test_smat_matte_embeds_once_for_several_prompt_files(smat_matte, exported, photos, tmp_path):
     photo = photos[(700, 280)]
     for name, prompt in (
         ("a", {"type": "point", "x": 300, "y": 120}),
@@ -171,24 +136,17 @@ def test_smat_matte_embeds_once_for_several_prompt_files(cpp_build, exported, ph
         (tmp_path / f"{name}.json").write_text(json.dumps([prompt]))
     out = tmp_path / "alphas"
     out.mkdir()
-    result = subprocess.run(
-        [
-            str(cpp_build / "smat_matte"),
-            str(photo),
-            "--engine",
-            str(exported["dir"]),
-            "--prompt",
-            str(tmp_path / "a.json"),
-            "--prompt",
-            str(tmp_path / "b.json"),
-            "-o",
-            str(out),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = smat_matte(
+        photo,
+        "--engine",
+        exported["dir"],
+        "--prompt",
+        tmp_path / "a.json",
+        "--prompt",
+        tmp_path / "b.json",
+        "-o",
+        out,
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -4,9 +4,6 @@ arithmetic: the C++ alphas equal the Python runtime's."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -134,57 +131,17 @@ def test_bad_policy_options_are_one_line_each(libsmat, tiny_onnx_factory, tmp_pa
 
 
 @pytest.mark.heavy
-def test_smat_matte_scales_as_smat_deploy_matte(cpp_build, exported, tmp_path):
+def test_smat_matte_scales_as_smat_deploy_matte(smat_matte, python_matte, exported, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(_photo((750, 1000), "hubble_deep_field.jpg")).save(photo)
-    model = str(exported["dir"] / "smat.onnx")
+    model = exported["dir"] / "smat.onnx"
     common = ["--box", "200,150,800,600", "--max-side", "500"]
-    cpp = subprocess.run(
-        [str(cpp_build / "smat_matte"), str(photo), "-e", model, *common, "-o", str(tmp_path / "c.png")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    cpp = smat_matte(photo, "-e", model, *common, "-o", tmp_path / "c.png")
     assert cpp.returncode == 0, cpp.stderr
-    python = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smat_deploy",
-            "matte",
-            str(photo),
-            "--engine",
-            model,
-            "--backend",
-            "openvino",
-            *common,
-            "-o",
-            str(tmp_path / "p.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    python = python_matte(photo, "--engine", model, "--backend", "openvino", *common, "-o", tmp_path / "p.png")
     assert python.returncode == 0, python.stderr
     assert "ran at 500x375 (scaled to --max-side 500" in python.stdout + python.stderr
     c, p = (np.asarray(Image.open(tmp_path / name)) for name in ("c.png", "p.png"))
     assert c.shape == p.shape == (750, 1000) and np.array_equal(c, p)
-    bad = subprocess.run(
-        [
-            str(cpp_build / "smat_matte"),
-            str(photo),
-            "-e",
-            model,
-            "--upsampling",
-            "cubic",
-            "-o",
-            str(tmp_path / "x.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    bad = smat_matte(photo, "-e", model, "--upsampling", "cubic", "-o", tmp_path / "x.png")
     assert bad.returncode == 2 and "--upsampling must be guided, bilinear or nearest, got 'cubic'" in bad.stderr
